@@ -1,0 +1,145 @@
+"""The event log port: topics of partitions of ordered records, and consumers that read them.
+
+Two adapters implement it and pass one contract suite (``tests/contract``):
+``kafka`` (Apache Kafka through aiokafka) and ``local`` (a durable SQLite file,
+the embedded default). Semantics shared by both:
+
+- ``append`` returns once the records are durable (Kafka: acks=all with the
+  idempotent producer; local: committed with fsync). Records with the same key
+  go to the same partition and keep their order.
+- Offsets count from 0 per partition. A consumer's position is the offset of the
+  next record it will read; ``commit`` stores that position for its group.
+- A group consumer starts at its group's committed position, or at the beginning
+  of each partition when nothing is committed. A reader (no group) starts where
+  it is told: the beginning, the end, or explicit offsets.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+StartAt = Literal["beginning", "end"]
+
+
+@dataclass(frozen=True, order=True)
+class TopicPartition:
+    """One partition of one topic."""
+
+    topic: str
+    """Name of the topic."""
+    partition: int
+    """Partition number, from 0."""
+
+
+@dataclass(frozen=True)
+class LogPosition:
+    """Where an appended record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """A record read from the log."""
+
+    topic: str
+    partition: int
+    offset: int
+    """Offset of the record within its partition."""
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+    """When the log stored it (milliseconds since the Unix epoch)."""
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+class LogConsumer(abc.ABC):
+    """Reads records from the partitions of some topics, in offset order per partition."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def fetch(self, max_records: int = 1000, timeout: float = 1.0) -> list[LogRecord]:
+        """Records after the current position; waits up to ``timeout`` seconds for the first one."""
+
+    @abc.abstractmethod
+    async def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Make ``offset`` the next record read from ``tp``."""
+
+    @abc.abstractmethod
+    async def commit(self, positions: Mapping[TopicPartition, int]) -> None:
+        """Store the next offset to read per partition for this consumer's group."""
+
+    @abc.abstractmethod
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's stored position for ``tp``, or None."""
+
+    async def __aenter__(self) -> LogConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class EventLog(abc.ABC):
+    """A durable, partitioned, ordered log of records."""
+
+    name: str = "eventlog"
+    default_partitions: int = 4
+    """Partitions of a topic this log creates on its own."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def create_topic(self, topic: str, partitions: int) -> None:
+        """Create ``topic`` if it does not exist yet; an existing topic is left as it is."""
+
+    @abc.abstractmethod
+    async def partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has (0 when it does not exist)."""
+
+    @abc.abstractmethod
+    async def append(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[LogPosition]:
+        """Append ``(key, value)`` records; returns where each landed, once all are durable."""
+
+    @abc.abstractmethod
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next appended record will get."""
+
+    @abc.abstractmethod
+    def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group: str | None = None,
+        start_at: StartAt = "beginning",
+    ) -> LogConsumer:
+        """A consumer of every partition of ``topics``.
+
+        With a ``group`` it starts at the group's committed positions (``start_at``
+        where none is committed) and may commit; without, it starts at ``start_at``.
+        """
+
+    async def __aenter__(self) -> EventLog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

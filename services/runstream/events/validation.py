@@ -1,0 +1,145 @@
+"""Validating events against the compiled schemas, with errors that name the field and the rule."""
+
+from __future__ import annotations
+
+import ast
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+import fastjsonschema
+
+from runstream.errors import EventValidationError
+from runstream.events.schemas import SchemaSet, load_schema_set
+from runstream.types import Envelope
+
+CURRENT_SCHEMA_VERSION = 1
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# upcast_vN_vN+1 steps, applied in order to events older than CURRENT_SCHEMA_VERSION.
+UPCASTERS: dict[int, Upcaster] = {}
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _join(prefix: str, parts: list[str]) -> str:
+    out = prefix
+    for part in parts:
+        if part.isdigit():
+            out += f"[{part}]"
+        else:
+            out = f"{out}.{part}" if out else part
+    return out or "event"
+
+
+def _describe_options(definitions: Any) -> str:
+    options: list[str] = []
+    for definition in definitions if isinstance(definitions, list) else []:
+        if isinstance(definition, dict) and "enum" in definition:
+            options.append("one of " + ", ".join(repr(v) for v in definition["enum"]))
+        elif isinstance(definition, dict) and "type" in definition:
+            options.append(f"a {definition['type']}")
+    return " or ".join(options) or "valid by the schema"
+
+
+def _translate(exc: fastjsonschema.JsonSchemaValueException, prefix: str) -> EventValidationError:
+    parts = [str(p) for p in (exc.path or [])][1:]
+    rule = str(exc.rule or "schema")
+    rest = str(exc.message)[len(str(exc.name)) :].strip()
+    if rule == "required" and isinstance(exc.value, dict):
+        missing = [k for k in (exc.rule_definition or []) if k not in exc.value]
+        field = _join(prefix, [*parts, str(missing[0]) if missing else ""])
+        return EventValidationError(field, rule, f"{field} is required", None)
+    if rule == "additionalProperties" and isinstance(exc.value, dict):
+        try:
+            extra = sorted(ast.literal_eval(rest[rest.index("{") : rest.rindex("}") + 1]))
+        except (ValueError, SyntaxError):
+            extra = ["?"]
+        field = _join(prefix, [*parts, str(extra[0])])
+        return EventValidationError(field, rule, f"{field} is not an allowed field", None)
+    field = _join(prefix, parts)
+    rest = rest.replace("\\Z", "$")
+    if rule in ("anyOf", "oneOf"):
+        rest = "must be " + _describe_options(exc.rule_definition)
+    return EventValidationError(field, rule, f"{field} {rest}; received {shorten(exc.value)}", exc.value)
+
+
+class EventValidator:
+    """Checks decoded events against the schema files and upcasts old versions.
+
+    ``validate`` returns the event as the current version or raises
+    ``EventValidationError`` naming the first field that broke a rule.
+    """
+
+    def __init__(self, current_version: int = CURRENT_SCHEMA_VERSION) -> None:
+        self.current_version = current_version
+        self._sets: dict[int, SchemaSet] = {v: load_schema_set(v) for v in range(1, current_version + 1)}
+
+    @property
+    def event_types(self) -> list[str]:
+        return sorted(self._sets[self.current_version].payloads)
+
+    def validate(self, data: Any) -> Envelope:
+        if not isinstance(data, dict):
+            raise EventValidationError(
+                "event", "type", f"an event must be a JSON object; received {shorten(data)}", data
+            )
+        version = data.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool):
+            if version > self.current_version:
+                raise EventValidationError(
+                    "schema_version",
+                    "maximum",
+                    f"schema_version {version} is newer than this server reads "
+                    f"(up to {self.current_version})",
+                    version,
+                )
+            schema_set = self._sets.get(version, self._sets[self.current_version])
+        else:
+            schema_set = self._sets[self.current_version]
+        try:
+            schema_set.envelope(data)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _translate(exc, "") from None
+        event_type = data["type"]
+        payload_validator = schema_set.payloads.get(event_type)
+        if payload_validator is None:
+            known = ", ".join(sorted(schema_set.payloads))
+            raise EventValidationError(
+                "type",
+                "enum",
+                f"unknown event type {shorten(event_type)}; known types: {known}",
+                event_type,
+            )
+        try:
+            payload_validator(data["payload"])
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _translate(exc, "payload") from None
+        return cast(Envelope, self._upcast(data))
+
+    def _upcast(self, data: dict[str, Any]) -> dict[str, Any]:
+        version = int(data["schema_version"])
+        while version < self.current_version:
+            data = UPCASTERS[version](data)
+            version += 1
+            data["schema_version"] = version
+        return data
+
+
+def check_size(field: str, size: int, limit: int) -> None:
+    """Raise when an encoded event is larger than the log accepts."""
+    if size > limit:
+        raise EventValidationError(
+            field,
+            "maxBytes",
+            f"{field} is {size} bytes encoded; the limit is {limit} bytes",
+            size,
+        )

@@ -1,0 +1,107 @@
+"""``POST /api/v1/events``: a JSON array of events in, every good one appended to the log.
+
+Answers 200 when every event was accepted, 207 when some were rejected, 422
+when all were, 400 for a body that is not a JSON array, 413 for a body over the
+limit (refused before it is buffered) and 503 when the log cannot take the
+events (nothing of the request was acknowledged; the client retries, and event
+ids make the retry harmless). Each rejection names the event's index, its
+``event_id`` when it has one, the field, the rule it broke and what was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runstream.errors import EventLogError, EventValidationError
+from runstream.eventlog.port import EventLog
+from runstream.events.codec import encode_event
+from runstream.events.validation import EventValidator, check_size
+from runstream.http import BodyTooLargeError, JSONResponse, error_response, read_capped_body
+
+MAX_EVENTS_PER_REQUEST = 10_000
+
+
+class IngestService:
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        events_topic: str,
+        max_body_bytes: int,
+        max_event_bytes: int,
+        validator: EventValidator | None = None,
+    ) -> None:
+        self.log = log
+        self.events_topic = events_topic
+        self.max_body_bytes = max_body_bytes
+        self.max_event_bytes = max_event_bytes
+        self.validator = validator or EventValidator()
+
+    def routes(self) -> list[Route]:
+        return [Route("/api/v1/events", self.post_events, methods=["POST"])]
+
+    async def post_events(self, request: Request) -> Response:
+        try:
+            body = await read_capped_body(request, self.max_body_bytes)
+        except BodyTooLargeError as exc:
+            return error_response(413, "body too large", str(exc), limit=exc.limit)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, "invalid JSON", f"{exc.msg} at byte {exc.pos}", position=exc.pos)
+        if not isinstance(data, list):
+            return error_response(
+                400,
+                "invalid body",
+                f"the body must be a JSON array of events; got {type(data).__name__}",
+            )
+        if len(data) > MAX_EVENTS_PER_REQUEST:
+            return error_response(
+                413,
+                "too many events",
+                f"a request holds at most {MAX_EVENTS_PER_REQUEST} events; got {len(data)}",
+            )
+        accepted, rejected = self.validate_all(data)
+        try:
+            positions = await self.log.append(
+                self.events_topic, [(key, value) for _, _, key, value in accepted]
+            )
+        except EventLogError as exc:
+            return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
+        result = {
+            "accepted": [
+                {"index": index, "event_id": event_id, "partition": p.partition, "offset": p.offset}
+                for (index, event_id, _, _), p in zip(accepted, positions, strict=True)
+            ],
+            "rejected": rejected,
+        }
+        status = 200 if not rejected else (207 if accepted else 422)
+        return JSONResponse(result, status_code=status)
+
+    def validate_all(
+        self, data: list[Any]
+    ) -> tuple[list[tuple[int, str, bytes, bytes]], list[dict[str, Any]]]:
+        accepted: list[tuple[int, str, bytes, bytes]] = []
+        rejected: list[dict[str, Any]] = []
+        for index, item in enumerate(data):
+            try:
+                event = self.validator.validate(item)
+                value = encode_event(event)
+                check_size("event", len(value), self.max_event_bytes)
+            except EventValidationError as exc:
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                rejected.append(
+                    {
+                        "index": index,
+                        "event_id": event_id if isinstance(event_id, str) else None,
+                        **exc.as_dict(),
+                    }
+                )
+                continue
+            accepted.append((index, event["event_id"], event["run_id"].encode(), value))
+        return accepted, rejected
