@@ -35,6 +35,25 @@ GOOD = [
     ("run.canceled", {}),
     ("metrics.logged", {"points": [{"name": "loss", "value": 0.1, "step": 0, "ts": 1}]}),
     ("metrics.logged", {"points": [{"name": "a/b c.d-e_f", "value": "NaN", "step": 3}]}),
+    ("run.child_linked", {"child_run_id": "child-1", "name": "fold 1"}),
+    ("run.tags_set", {"tags": {"team": "vision"}}),
+    ("run.properties_set", {"properties": {"lr": 0.01, "arch": "resnet", "pretrained": True}}),
+    ("list.logged", {"name": "fibonacci", "values": [0, 1, 1, 2, 3, "Infinity"]}),
+    ("row.logged", {"name": "cosine wave", "index": 0, "row": {"angle": 0.5, "cos": 0.877}}),
+    ("table.logged", {"name": "sine wave", "columns": {"angle": [0.0, 0.5], "sine": [0.0, 0.479]}}),
+    ("logs.appended", {"lines": [{"stream": "stdout", "line_no": 0, "text": "epoch 1", "ts": 5}]}),
+    (
+        "file.uploaded",
+        {
+            "file_id": "5f0c6b5e-1b1a-4b8e-9d5a-9f1d2a3b4c5d",
+            "kind": "snapshot",
+            "path": "snapshot.zip",
+            "size": 3,
+            "sha256": "a" * 64,
+            "chunks": 1,
+        },
+    ),
+    ("file.chunk", {"file_id": "5f0c6b5e-1b1a-4b8e-9d5a-9f1d2a3b4c5d", "index": 0, "data": "AAEC"}),
 ]
 
 
@@ -103,3 +122,12 @@ def test_nan_round_trips() -> None:
     assert to_wire_float(math.nan) == "NaN"
     assert math.isnan(from_wire_float("NaN"))
     assert to_wire_float(math.inf) == "Infinity" and to_wire_float(-math.inf) == "-Infinity"
+
+
+def test_table_columns_must_have_equal_length() -> None:
+    good = envelope("table.logged", {"name": "sine wave", "columns": {"angle": [0, 1], "sine": [0, 0.84]}})
+    EventValidator().validate(good)
+    bad = envelope("table.logged", {"name": "sine wave", "columns": {"angle": [0, 1], "sine": [0]}})
+    with pytest.raises(EventValidationError) as caught:
+        EventValidator().validate(bad)
+    assert (caught.value.field, caught.value.rule) == ("payload.columns.sine", "equalLength")

@@ -123,6 +123,9 @@ class EventValidator:
             payload_validator(data["payload"])
         except fastjsonschema.JsonSchemaValueException as exc:
             raise _translate(exc, "payload") from None
+        semantic = SEMANTIC_CHECKS.get(event_type)
+        if semantic is not None:
+            semantic(data["payload"])
         return cast(Envelope, self._upcast(data))
 
     def _upcast(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +135,28 @@ class EventValidator:
             version += 1
             data["schema_version"] = version
         return data
+
+
+def _columns_of_equal_length(payload: dict[str, Any]) -> None:
+    columns: dict[str, list[Any]] = payload["columns"]
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        first = next(iter(lengths))
+        for name, length in lengths.items():
+            if length != lengths[first]:
+                raise EventValidationError(
+                    f"payload.columns.{name}",
+                    "equalLength",
+                    f"payload.columns.{name} has {length} values but payload.columns.{first} has "
+                    f"{lengths[first]}: every column of a table must have the same length",
+                    length,
+                )
+
+
+# Rules JSON Schema cannot say, per event type.
+SEMANTIC_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "table.logged": _columns_of_equal_length,
+}
 
 
 def check_size(field: str, size: int, limit: int) -> None:
