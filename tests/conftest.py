@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,25 @@ def settings(adapter: str, tmp_path: Path, chdb_path: Path, request: pytest.Fixt
         token="test-token",
         port=0,
     )
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, chdb_path: Path) -> Any:
+    """Settings like ``settings`` for a test that picks its own event log."""
+
+    def make(**changes: Any) -> Settings:
+        base = Settings(
+            data_dir=tmp_path / "data",
+            clickhouse_dsn=f"chdb://{chdb_path}",
+            clickhouse_database=unique("t"),
+            topic_prefix=unique("rs"),
+            partitions=3,
+            token="test-token",
+            port=0,
+        )
+        return base.with_changes(**changes)
+
+    return make
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -30,6 +31,18 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
+def gunzip_capped(data: bytes, limit: int) -> bytes:
+    """Decompress a gzip body, refusing it as soon as it would exceed ``limit`` bytes."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyTooLargeError(limit)
+    return out
+
+
 async def read_capped_body(request: Request, limit: int) -> bytes:
     """The request body, refusing it as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
@@ -42,4 +55,10 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise BodyTooLargeError(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding == "gzip":
+        return gunzip_capped(body, limit)
+    if encoding != "identity":
+        raise ValueError(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    return body

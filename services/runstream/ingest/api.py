@@ -50,6 +50,8 @@ class IngestService:
             body = await read_capped_body(request, self.max_body_bytes)
         except BodyTooLargeError as exc:
             return error_response(413, "body too large", str(exc), limit=exc.limit)
+        except ValueError as exc:
+            return error_response(400, "invalid body", str(exc))
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -30,6 +30,7 @@ from runstream.http import JSONResponse
 from runstream.ingest.api import IngestService
 from runstream.projector.projector import Projector
 from runstream.query.api import QueryService
+from runstream.server.consistency import ConsistencyService
 from runstream.settings import Settings
 from runstream.store.clickhouse import ProjectionStore
 
@@ -87,6 +88,9 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
         ).routes()
     if Service.QUERY in wanted and runtime.store is not None:
         routes += QueryService(runtime.store).routes()
+        routes += ConsistencyService(
+            runtime.store, group=settings.projector_group, topic=settings.events_topic
+        ).routes()
     if Service.GATEWAY in wanted:
         runtime.hub = LiveHub(event_log, settings.events_topic)
         routes += GatewayService(runtime.hub).routes()

@@ -1,0 +1,101 @@
+"""Turning buffered logging records into events. Pure: no I/O, no threads.
+
+The logging calls append small tuples (cheap on the training loop's thread); the
+sender thread turns them into events here: consecutive points of one run become
+one ``metrics.logged`` event, consecutive output lines one ``logs.appended``,
+everything else one event each. Per run, events keep the order of the calls and
+get increasing ``seq`` numbers.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from runstream.sdk.values import wire
+
+POINT = 0
+LINE = 1
+EVENT = 2
+
+MAX_POINTS_PER_EVENT = 2000
+MAX_LINES_PER_EVENT = 1000
+
+Record = tuple[Any, ...]
+"""(POINT, ref, name, value, step, ts), (LINE, ref, stream, line_no, text, ts)
+or (EVENT, ref, type, payload, ts)."""
+
+
+@dataclass(eq=False)
+class RunRef:
+    """What every event of a run carries; ``seq`` is advanced by the sender thread only."""
+
+    run_id: str
+    experiment: str
+    workspace: str
+    seq: int = 0
+    acked: dict[int, int] = field(default_factory=dict)
+    """Highest acknowledged log offset per partition (read-your-writes)."""
+
+    def next_seq(self) -> int:
+        seq = self.seq
+        self.seq += 1
+        return seq
+
+
+def envelope(ref: RunRef, type_: str, payload: dict[str, Any], ts: int | None = None) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": type_,
+        "schema_version": 1,
+        "workspace": ref.workspace,
+        "experiment": ref.experiment,
+        "run_id": ref.run_id,
+        "ts": int(time.time() * 1000) if ts is None else ts,
+        "seq": ref.next_seq(),
+        "payload": payload,
+    }
+
+
+def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
+    """Events for ``records``, in call order per run."""
+    out: list[tuple[RunRef, dict[str, Any]]] = []
+    open_points: dict[int, list[dict[str, Any]]] = {}
+    open_lines: dict[int, list[dict[str, Any]]] = {}
+    refs: dict[int, RunRef] = {}
+
+    def close(key: int) -> None:
+        ref = refs[key]
+        points = open_points.pop(key, None)
+        if points:
+            out.append((ref, envelope(ref, "metrics.logged", {"points": points}, points[-1]["ts"])))
+        lines = open_lines.pop(key, None)
+        if lines:
+            out.append((ref, envelope(ref, "logs.appended", {"lines": lines}, lines[-1]["ts"])))
+
+    for record in records:
+        kind, ref = record[0], record[1]
+        key = id(ref)
+        refs[key] = ref
+        if kind == POINT:
+            if key in open_lines:
+                close(key)
+            group = open_points.setdefault(key, [])
+            group.append({"name": record[2], "value": wire(record[3]), "step": record[4], "ts": record[5]})
+            if len(group) >= MAX_POINTS_PER_EVENT:
+                close(key)
+        elif kind == LINE:
+            if key in open_points:
+                close(key)
+            lines = open_lines.setdefault(key, [])
+            lines.append({"stream": record[2], "line_no": record[3], "text": record[4], "ts": record[5]})
+            if len(lines) >= MAX_LINES_PER_EVENT:
+                close(key)
+        else:
+            close(key)
+            out.append((ref, envelope(ref, record[2], record[3], record[4])))
+    for key in list(refs):
+        close(key)
+    return out
