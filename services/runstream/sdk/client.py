@@ -17,6 +17,7 @@ buffer, spool owner and sender thread of its own.
 from __future__ import annotations
 
 import atexit
+import encodings.idna  # noqa: F401 - loaded before any fork(), not lazily by a first connect
 import logging
 import os
 import random
@@ -44,14 +45,19 @@ MAX_BATCH_BYTES = 4 * 1024 * 1024
 class Client:
     def __init__(self, config: ClientConfig, transport: Transport | None = None) -> None:
         self.config = config
-        self._transport = transport
+        # Made now, on the caller's thread: a lazy import on the sender thread could be cut in
+        # half by fork() and leave a forked child with a half-imported module.
+        self._transport: Transport | None = transport or open_transport(
+            config.uri, config.token, topic_prefix=config.topic_prefix
+        )
         self._buffer: deque[Record] = deque()
         self._cond = threading.Condition()
-        self._spool = Spool(config.spool_dir / "spool.sqlite3")
+        self._spool = Spool(config.spool_dir)
         self._validator = EventValidator()
         self._thread: threading.Thread | None = None
         self._closing = False
         self._in_flight = False
+        self._cycle_lock = threading.Lock()
         self._flush_requested = False
         self._backoff_until = 0.0
         self._backoff = 0.2
@@ -110,8 +116,10 @@ class Client:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._in_flight = False
+        self._cycle_lock = threading.Lock()
         self._thread = None
         self._transport = None
+        self._reader = None
         self._spool.reset_after_fork()
         for ref in self._refs.values():
             ref.seq += 1 << 32  # a child's events order after its parent's up to the fork
@@ -222,6 +230,7 @@ class Client:
             self._reader.close()
             self._reader = None
         pending = self._spool.pending()
+        self._spool.close()
         if pending[0]:
             log.warning(
                 "runstream: %d events not delivered yet (%s); they stay in %s and are sent by the next run",
@@ -250,6 +259,28 @@ def set_client(client: Client | None) -> Client | None:
     with _client_lock:
         old, _client = _client, client
         return old
+
+
+def _before_fork() -> None:
+    if _client is not None:
+        _client._cycle_lock.acquire()
+        _client._spool.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    if _client is not None:
+        _client._spool.lock.release()
+        _client._cycle_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    if _client is not None:
+        _client._after_fork()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def _close_at_exit() -> None:

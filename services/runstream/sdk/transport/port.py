@@ -36,10 +36,11 @@ class Transport(abc.ABC):
         """Release connections."""
 
 
+from runstream.sdk.transport.http import HttpTransport  # noqa: E402 - after the port it implements
+
+
 def open_transport(uri: str, token: str | None, *, topic_prefix: str = "runstream") -> Transport:
     if uri.startswith(("http://", "https://")):
-        from runstream.sdk.transport.http import HttpTransport
-
         return HttpTransport(uri, token)
     if uri.startswith("kafka://"):
         from runstream.sdk.transport.kafka import KafkaTransport
