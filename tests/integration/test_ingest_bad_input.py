@@ -133,3 +133,28 @@ async def test_malformed_requests(settings: Settings) -> None:
 
         r = await http.post("/api/v1/events", content=b"[]")
         assert r.status_code == 200 and r.json() == {"accepted": [], "rejected": []}
+
+
+@pytest.mark.parametrize("adapter", ["local"], indirect=True)
+async def test_gzip_bodies(settings: Settings) -> None:
+    import gzip
+
+    run_id = unique("run")
+    async with (
+        running_server(settings.with_changes(max_body_bytes=100_000)) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers=server.headers) as http,
+    ):
+        body = gzip.compress(orjson.dumps([event("run.created", run_id)]))
+        r = await http.post("/api/v1/events", content=body, headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 200 and len(r.json()["accepted"]) == 1
+
+        bomb = gzip.compress(b"[" + b" " * 5_000_000 + b"]")
+        assert len(bomb) < 100_000
+        r = await http.post("/api/v1/events", content=bomb, headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 413
+
+        r = await http.post("/api/v1/events", content=b"not gzip", headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 400 and "gzip" in r.json()["detail"]
+
+        r = await http.post("/api/v1/events", content=b"[]", headers={"Content-Encoding": "br"})
+        assert r.status_code == 400 and "Content-Encoding" in r.json()["detail"]

@@ -1,24 +1,24 @@
 """Loading the JSON Schema files of ``schemas/events/`` and compiling them to validators.
 
-The schema files are the one source of truth: validation code is compiled from
-them with fastjsonschema, never written a second time.
+The schema files are the one source of truth: validators are compiled from them
+with jsonschema-rs (a compiled JSON Schema engine, ECMA-262 regular expressions),
+never written a second time.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 
 from runstream.errors import ConfigError
 
-Validator = Callable[[Any], Any]
+Validator = Any
+"""A compiled jsonschema-rs validator (``is_valid``, ``validate``)."""
 
 ENVELOPE = "envelope"
 
@@ -30,24 +30,6 @@ def schemas_root() -> Path:
         if (candidate / "events").is_dir():
             return candidate
     raise ConfigError(f"schema files not found beside {here}")
-
-
-def _ecma_patterns(node: Any) -> Any:
-    """ECMA-262 ``$`` matches only at the very end; Python's also before a final newline.
-
-    Rewrite a closing ``$`` as ``\\Z`` so ``"loss\\n"`` does not pass a name pattern.
-    """
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == "pattern" and isinstance(value, str) and value.endswith("$"):
-                out[key] = re.sub(r"\$$", r"\\Z", value)
-            else:
-                out[key] = _ecma_patterns(value)
-        return out
-    if isinstance(node, list):
-        return [_ecma_patterns(item) for item in node]
-    return node
 
 
 @dataclass(frozen=True)
@@ -70,9 +52,6 @@ def load_schema_set(version: int) -> SchemaSet:
         documents[path.name.removesuffix(".json")] = json.loads(path.read_text("utf-8"))
     if ENVELOPE not in documents:
         raise ConfigError(f"{folder} has no envelope.json")
-    compiled = {
-        name: fastjsonschema.compile(_ecma_patterns(doc), use_formats=False)
-        for name, doc in documents.items()
-    }
+    compiled = {name: jsonschema_rs.validator_for(doc) for name, doc in documents.items()}
     envelope = compiled.pop(ENVELOPE)
     return SchemaSet(version=version, envelope=envelope, payloads=compiled, documents=documents)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
 
-import fastjsonschema
+import jsonschema_rs
 
 from runstream.errors import EventValidationError
 from runstream.events.schemas import SchemaSet, load_schema_set
@@ -30,14 +29,33 @@ def shorten(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _join(prefix: str, parts: list[str]) -> str:
+def _join(prefix: str, parts: list[str | int]) -> str:
     out = prefix
     for part in parts:
-        if part.isdigit():
+        if isinstance(part, int):
             out += f"[{part}]"
         else:
             out = f"{out}.{part}" if out else part
     return out or "event"
+
+
+def _translate(exc: jsonschema_rs.ValidationError, prefix: str, rule_schema: Any) -> EventValidationError:
+    """Our error from jsonschema-rs's: the field (a dotted path), the rule (the schema keyword)."""
+    parts: list[str | int] = list(exc.instance_path)
+    rule = str(exc.schema_path[-1]) if exc.schema_path else "schema"
+    kind = exc.kind.as_dict() if hasattr(exc.kind, "as_dict") else {}
+    if rule == "required" and isinstance(kind.get("property"), str):
+        field = _join(prefix, [*parts, kind["property"]])
+        return EventValidationError(field, rule, f"{field} is required", None)
+    if rule == "additionalProperties":
+        unexpected = kind.get("unexpected") or ["?"]
+        field = _join(prefix, [*parts, str(unexpected[0])])
+        return EventValidationError(field, rule, f"{field} is not an allowed field", None)
+    field = _join(prefix, parts)
+    detail = str(exc.message)
+    if rule in ("anyOf", "oneOf"):
+        detail = f"must be {_describe_options(rule_schema)}; received {shorten(exc.instance)}"
+    return EventValidationError(field, rule, f"{field}: {detail}", exc.instance)
 
 
 def _describe_options(definitions: Any) -> str:
@@ -47,29 +65,17 @@ def _describe_options(definitions: Any) -> str:
             options.append("one of " + ", ".join(repr(v) for v in definition["enum"]))
         elif isinstance(definition, dict) and "type" in definition:
             options.append(f"a {definition['type']}")
-    return " or ".join(options) or "valid by the schema"
+    return " or ".join(options) or "a valid value"
 
 
-def _translate(exc: fastjsonschema.JsonSchemaValueException, prefix: str) -> EventValidationError:
-    parts = [str(p) for p in (exc.path or [])][1:]
-    rule = str(exc.rule or "schema")
-    rest = str(exc.message)[len(str(exc.name)) :].strip()
-    if rule == "required" and isinstance(exc.value, dict):
-        missing = [k for k in (exc.rule_definition or []) if k not in exc.value]
-        field = _join(prefix, [*parts, str(missing[0]) if missing else ""])
-        return EventValidationError(field, rule, f"{field} is required", None)
-    if rule == "additionalProperties" and isinstance(exc.value, dict):
+def _resolve(document: dict[str, Any], path: list[str | int]) -> Any:
+    node: Any = document
+    for part in path:
         try:
-            extra = sorted(ast.literal_eval(rest[rest.index("{") : rest.rindex("}") + 1]))
-        except (ValueError, SyntaxError):
-            extra = ["?"]
-        field = _join(prefix, [*parts, str(extra[0])])
-        return EventValidationError(field, rule, f"{field} is not an allowed field", None)
-    field = _join(prefix, parts)
-    rest = rest.replace("\\Z", "$")
-    if rule in ("anyOf", "oneOf"):
-        rest = "must be " + _describe_options(exc.rule_definition)
-    return EventValidationError(field, rule, f"{field} {rest}; received {shorten(exc.value)}", exc.value)
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 class EventValidator:
@@ -105,10 +111,8 @@ class EventValidator:
             schema_set = self._sets.get(version, self._sets[self.current_version])
         else:
             schema_set = self._sets[self.current_version]
-        try:
-            schema_set.envelope(data)
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise _translate(exc, "") from None
+        if not schema_set.envelope.is_valid(data):
+            raise self._first_error(schema_set.envelope, data, schema_set.documents["envelope"], "")
         event_type = data["type"]
         payload_validator = schema_set.payloads.get(event_type)
         if payload_validator is None:
@@ -119,14 +123,27 @@ class EventValidator:
                 f"unknown event type {shorten(event_type)}; known types: {known}",
                 event_type,
             )
-        try:
-            payload_validator(data["payload"])
-        except fastjsonschema.JsonSchemaValueException as exc:
-            raise _translate(exc, "payload") from None
+        if not payload_validator.is_valid(data["payload"]):
+            raise self._first_error(
+                payload_validator, data["payload"], schema_set.documents[event_type], "payload"
+            )
         semantic = SEMANTIC_CHECKS.get(event_type)
         if semantic is not None:
             semantic(data["payload"])
         return cast(Envelope, self._upcast(data))
+
+    @staticmethod
+    def _first_error(
+        validator: Any, data: Any, document: dict[str, Any], prefix: str
+    ) -> EventValidationError:
+        # Only reached for invalid input: the fast is_valid() already said no.
+        try:
+            validator.validate(data)
+        except jsonschema_rs.ValidationError as exc:
+            return _translate(exc, prefix, _resolve(document, list(exc.schema_path)))
+        except (ValueError, OverflowError) as exc:
+            return EventValidationError(prefix or "event", "type", f"{prefix or 'event'}: {exc}", None)
+        return EventValidationError(prefix or "event", "schema", f"{prefix or 'event'} is not valid", None)
 
     def _upcast(self, data: dict[str, Any]) -> dict[str, Any]:
         version = int(data["schema_version"])

@@ -75,18 +75,36 @@ def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
         if lines:
             out.append((ref, envelope(ref, "logs.appended", {"lines": lines}, lines[-1]["ts"])))
 
+    group: list[dict[str, Any]] | None = None
+    group_key = -1
     for record in records:
         kind, ref = record[0], record[1]
         key = id(ref)
-        refs[key] = ref
         if kind == POINT:
-            if key in open_lines:
-                close(key)
-            group = open_points.setdefault(key, [])
-            group.append({"name": record[2], "value": wire(record[3]), "step": record[4], "ts": record[5]})
+            # The hot path: consecutive points of one run go straight into the open group.
+            if key != group_key or group is None:
+                refs[key] = ref
+                if key in open_lines:
+                    close(key)
+                group = open_points.setdefault(key, [])
+                group_key = key
+            value = record[3]
+            group.append(
+                {
+                    "name": record[2],
+                    "value": value if value - value == 0.0 else wire(value),
+                    "step": record[4],
+                    "ts": record[5],
+                }
+            )
             if len(group) >= MAX_POINTS_PER_EVENT:
                 close(key)
-        elif kind == LINE:
+                group = None
+            continue
+        group = None
+        group_key = -1
+        refs[key] = ref
+        if kind == LINE:
             if key in open_points:
                 close(key)
             lines = open_lines.setdefault(key, [])
