@@ -172,7 +172,7 @@ def test_wait_for_completion_prints_lines_of_another_process_as_they_come(
                 pass
 
         real = sys.stdout
-        sys.stdout = Recorder()  # type: ignore[assignment]
+        sys.stdout = Recorder()
         try:
             status = handle.wait_for_completion(show_output=True, timeout=60)
         finally:

@@ -7,6 +7,7 @@ import hashlib
 import io
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def test_steps_default_to_a_per_name_counter_and_relogging_a_step_replaces_it(sd
 
 def test_bad_names_and_values_raise_at_the_call_and_send_nothing(sdk: Client, settings: Settings) -> None:
     run = runstream.start_run("curves", capture_output=False, snapshot=False)
-    bad_calls = [
+    bad_calls: list[Callable[[], object]] = [
         lambda: run.log("", 1.0),
         lambda: run.log("lo\nss", 1.0),
         lambda: run.log("x" * 300, 1.0),
@@ -69,7 +70,7 @@ def test_bad_names_and_values_raise_at_the_call_and_send_nothing(sdk: Client, se
         lambda: run.log("loss", 1.0, step=-1),
         lambda: run.log("loss", 1.0, step=1.5),  # type: ignore[arg-type]
         lambda: run.log("loss", 10**400),
-        lambda: run.log_list("fib", "0112"),  # type: ignore[arg-type]
+        lambda: run.log_list("fib", "0112"),
         lambda: run.log_row("cos"),
         lambda: run.log_row("cos", **{"bad col!": 1.0}),
         lambda: run.log_table("sine", {"a": [1, 2], "b": [1]}),

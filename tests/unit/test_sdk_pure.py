@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runstream.events.validation import EventValidator
-from runstream.sdk.batching import EVENT, LINE, POINT, RunRef, build_events
+from runstream.sdk.batching import EVENT, LINE, POINT, Record, RunRef, build_events
 from runstream.sdk.ignore import IgnoreRules
 from runstream.sdk.lifecycle import RunStateError, RunStatus, check_open, check_transition
 from runstream.sdk.snapshot import SnapshotTooLargeError, collect_files
@@ -114,7 +114,7 @@ def test_lifecycle_rules() -> None:
 
 def test_batching_keeps_call_order_per_run_and_valid_events() -> None:
     a, b = RunRef("run-a", "exp", "default"), RunRef("run-b", "exp", "default")
-    records = [
+    records: list[Record] = [
         (EVENT, a, "run.created", {}, 1),
         (POINT, a, "loss", 0.5, 0, 2),
         (POINT, b, "loss", math.nan, 0, 2),
