@@ -7,6 +7,14 @@ Nothing is committed before the write succeeded; a failed write is retried
 with backoff, forever, without crashing. Records at positions already recorded
 in ClickHouse are skipped, and every table is keyed so that a record applied
 twice changes nothing.
+
+A batch is written with one insert per table (``rows.TABLE_COLUMNS``; the
+materialized views of ``metric_summaries``, ``metric_rollups``, ``run_state`` and
+``experiment_activity`` follow each insert), each with a deduplication token derived
+from the batch's positions, so a retried batch is dropped whole. Metric points that
+may replace or repeat a step are flagged first (``series.StepTracker``). When a
+replay switched the store to a newer generation, the projector continues from the
+positions the replay recorded there (``_follow_generation``).
 """
 
 from __future__ import annotations
@@ -28,10 +36,19 @@ from runstream.errors import EventValidationError, RunstreamError
 from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, TopicPartition
 from runstream.events.codec import decode_event_bytes
 from runstream.events.validation import EventValidator
-from runstream.projector.rows import METRIC_POINT_COLUMNS, RUN_EVENT_COLUMNS, ProjectionRows
+from runstream.projector.rows import TABLE_COLUMNS, ProjectionRows, SeriesKey
+from runstream.projector.series import StepTracker
 from runstream.store.clickhouse import ProjectionStore
 
 log = logging.getLogger("runstream.projector")
+
+_LOOKUP_CHUNK = 5000
+_STORED_STEPS_SQL = """
+SELECT workspace, experiment, run_id, name, max(last_step)
+FROM metric_summaries
+WHERE (workspace, experiment, run_id, name) IN {keys:Array(Tuple(String, String, String, String))}
+GROUP BY workspace, experiment, run_id, name
+"""
 
 
 class ProjectorState(enum.Enum):
@@ -70,8 +87,9 @@ class Projector:
         store: ProjectionStore,
         *,
         events_topic: str,
-        deadletter_topic: str,
+        deadletter_topic: str | None,
         group: str,
+        consumer_group: str | None = None,
         validator: EventValidator | None = None,
         max_batch: int = 20_000,
         linger: float = 0.05,
@@ -80,7 +98,15 @@ class Projector:
         self._store = store
         self.events_topic = events_topic
         self.deadletter_topic = deadletter_topic
+        """Where malformed records go; None (a replay) drops them with a warning."""
         self.group = group
+        """Name the positions are recorded under in ``projector_offsets``."""
+        self.consumer_group = consumer_group or group
+        """The consumer group on the log (a replay reads with a fresh one)."""
+        self.steps = StepTracker()
+        self.first_offsets: dict[TopicPartition, int] = {}
+        """Offset of the first record this projector read, per partition."""
+        self._generation = store.generation
         self._validator = validator or EventValidator()
         self.max_batch = max_batch
         self.linger = linger
@@ -109,9 +135,11 @@ class Projector:
             raise RuntimeError(f"expected projector state NEW, got {self.state.name}")
         self.state = ProjectorState.RUNNING
         await self._log.create_topic(self.events_topic, self._log.default_partitions)
-        await self._log.create_topic(self.deadletter_topic, self._log.default_partitions)
+        if self.deadletter_topic is not None:
+            await self._log.create_topic(self.deadletter_topic, self._log.default_partitions)
         await self._retrying(self._load_applied)
-        consumer = self._log.consumer([self.events_topic], group=self.group)
+        self._generation = self._store.generation
+        consumer = self._log.consumer([self.events_topic], group=self.consumer_group)
         await consumer.start()
         try:
             for tp, offset in self._applied.items():
@@ -119,6 +147,8 @@ class Projector:
                 if committed is None or committed < offset:
                     await consumer.seek(tp, offset)
             while not self._stop.is_set():
+                if self._store.generation != self._generation:
+                    await self._follow_generation(consumer)
                 records = await self._fetch_batch(consumer)
                 if records:
                     await self._retrying(functools.partial(self.apply, records))
@@ -129,6 +159,19 @@ class Projector:
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def _follow_generation(self, consumer: LogConsumer) -> None:
+        """The store moved to a generation a replay built: continue from where the replay stopped."""
+        async with self._store.switch_lock:
+            self._generation = self._store.generation
+            self.steps.clear()
+            self._applied = {}
+            await self._retrying(self._load_applied)
+            ends = await self._log.end_offsets(self.events_topic)
+            for partition in ends:
+                tp = TopicPartition(self.events_topic, partition)
+                await consumer.seek(tp, self._applied.get(tp, 0))
+        log.info("projector: now writing generation %s", self._generation)
 
     async def _fetch_batch(self, consumer: LogConsumer) -> list[LogRecord]:
         records = await consumer.fetch(self.max_batch, timeout=0.25)
@@ -177,29 +220,35 @@ class Projector:
 
     async def apply(self, records: Sequence[LogRecord]) -> None:
         """Write the projections of ``records`` (idempotent), dead-letter the malformed ones."""
+        async with self._store.switch_lock:
+            fresh = await self._apply(records)
+        if self.on_batch is not None:
+            await self.on_batch(fresh)
+        async with self.positions_changed:
+            self.positions_changed.notify_all()
+
+    async def _apply(self, records: Sequence[LogRecord]) -> list[LogRecord]:
         rows = ProjectionRows()
         dead: list[tuple[bytes, bytes]] = []
         fresh = [r for r in records if r.offset >= self._applied.get(r.topic_partition, 0)]
         for record in fresh:
+            self.first_offsets.setdefault(record.topic_partition, record.offset)
             try:
                 event = self._validator.validate(decode_event_bytes(record.value))
+                rows.add(event, record.partition, record.offset, topic=record.topic, raw=record.value)
             except EventValidationError as exc:
                 dead.append((record.key or b"", dead_letter(record, exc)))
-                continue
             except orjson.JSONDecodeError as exc:
                 dead.append((record.key or b"", dead_letter(record, f"invalid JSON: {exc}")))
-                continue
-            rows.add(event, record.partition, record.offset)
-        if dead:
+        if dead and self.deadletter_topic is not None:
             log.warning("projector: %d malformed events sent to %s", len(dead), self.deadletter_topic)
             await self._log.append(self.deadletter_topic, dead)
+        elif dead:
+            log.warning("projector: %d malformed events skipped", len(dead))
+        highest = self.steps.flag(rows, await self._stored_steps(rows))
         token = self._dedup_token(fresh)
-        await self._store.insert(
-            "run_events", rows.run_events, RUN_EVENT_COLUMNS, dedup_token=f"{token}:runs"
-        )
-        await self._store.insert(
-            "metric_points", rows.metric_points, METRIC_POINT_COLUMNS, dedup_token=f"{token}:points"
-        )
+        for table, table_rows in rows.tables.items():
+            await self._store.insert(table, table_rows, TABLE_COLUMNS[table], dedup_token=f"{token}:{table}")
         ends = self._ends(records)
         now = datetime.now(UTC)
         await self._store.insert(
@@ -209,10 +258,19 @@ class Projector:
         )
         for tp, off in ends.items():
             self._applied[tp] = max(self._applied.get(tp, 0), off)
-        if self.on_batch is not None:
-            await self.on_batch(fresh)
-        async with self.positions_changed:
-            self.positions_changed.notify_all()
+        self.steps.commit(highest)
+        return fresh
+
+    async def _stored_steps(self, rows: ProjectionRows) -> dict[SeriesKey, int]:
+        """Highest stored step of the batch's series the step tracker does not remember."""
+        unknown = self.steps.unknown(rows.metric_series())
+        stored: dict[SeriesKey, int] = {}
+        for start in range(0, len(unknown), _LOOKUP_CHUNK):
+            found = await self._store.query(
+                _STORED_STEPS_SQL, {"keys": unknown[start : start + _LOOKUP_CHUNK]}
+            )
+            stored.update({(w, e, r, n): int(step) for w, e, r, n, step in found})
+        return stored
 
     def _dedup_token(self, records: Sequence[LogRecord]) -> str:
         spans: dict[TopicPartition, tuple[int, int]] = {}
