@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from runstream.errors import EventLogError
 from runstream.eventlog.factory import open_event_log
 from runstream.eventlog.port import EventLog, LogRecord, TopicPartition
 from runstream.events.partitioning import partition_for_key
@@ -180,3 +181,45 @@ async def test_no_loss_when_process_is_killed_between_append_and_commit(
             proc.stdout.close()
     rest = await read_all(event_log, topic, 7 - commit_upto, group=group)
     assert [r.value for r in rest] == [f"record-{i}".encode() for i in range(commit_upto, 7)]
+
+
+async def test_begin_offsets_start_at_zero_and_follow_retention(event_log: EventLog) -> None:
+    topic = unique("topic")
+    await event_log.create_topic(topic, 2)
+    assert await event_log.begin_offsets(topic) == {0: 0, 1: 0}
+    key = next(f"k{i}".encode() for i in range(100) if partition_for_key(f"k{i}".encode(), 2) == 0)
+    await event_log.append(topic, [(key, str(i).encode()) for i in range(6)])
+    assert await event_log.begin_offsets(topic) == {0: 0, 1: 0}
+    await event_log.delete_records_before(topic, {0: 4})
+    assert await event_log.begin_offsets(topic) == {0: 4, 1: 0}
+    assert await event_log.end_offsets(topic) == {0: 6, 1: 0}
+
+
+async def test_a_reader_below_the_first_held_offset_reads_from_it(event_log: EventLog) -> None:
+    topic = unique("topic")
+    await event_log.create_topic(topic, 1)
+    await event_log.append(topic, [(b"k", str(i).encode()) for i in range(5)])
+    await event_log.delete_records_before(topic, {0: 3})
+    got = await read_all(event_log, topic, 2)
+    assert [(r.offset, r.value) for r in got] == [(3, b"3"), (4, b"4")]
+
+
+async def test_offsets_never_restart_after_a_partition_is_emptied(event_log: EventLog) -> None:
+    topic = unique("topic")
+    await event_log.create_topic(topic, 1)
+    await event_log.append(topic, [(b"k", b"a"), (b"k", b"b")])
+    await event_log.delete_records_before(topic, {0: 2})
+    assert await event_log.begin_offsets(topic) == {0: 2}
+    assert await event_log.end_offsets(topic) == {0: 2}
+    positions = await event_log.append(topic, [(b"k", b"c")])
+    assert [p.offset for p in positions] == [2]
+    assert await event_log.begin_offsets(topic) == {0: 2}
+
+
+async def test_deleting_past_the_end_is_refused(event_log: EventLog) -> None:
+    topic = unique("topic")
+    await event_log.create_topic(topic, 1)
+    await event_log.append(topic, [(b"k", b"a")])
+    with pytest.raises(EventLogError):
+        await event_log.delete_records_before(topic, {0: 5})
+    assert await event_log.begin_offsets(topic) == {0: 0}

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.errors import KafkaError
 
 from runstream.errors import EventLogClosedError, EventLogError
@@ -140,17 +140,37 @@ class KafkaEventLog(EventLog):
             raise EventLogError(f"cannot append to {topic}: {exc}") from exc
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
+        return await self._watermarks(topic, "end")
+
+    async def begin_offsets(self, topic: str) -> dict[int, int]:
+        return await self._watermarks(topic, "begin")
+
+    async def _watermarks(self, topic: str, which: str) -> dict[int, int]:
         partitions = await self.partitions(topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
         try:
             await consumer.start()
             tps = [KafkaTopicPartition(topic, p) for p in range(partitions)]
-            ends = await consumer.end_offsets(tps)
+            if which == "end":
+                offsets = await consumer.end_offsets(tps)
+            else:
+                offsets = await consumer.beginning_offsets(tps)
         except KafkaError as exc:
-            raise EventLogError(f"cannot read end offsets of {topic}: {exc}") from exc
+            raise EventLogError(f"cannot read {which} offsets of {topic}: {exc}") from exc
         finally:
             await consumer.stop()
-        return {tp.partition: int(offset) for tp, offset in ends.items()}
+        return {tp.partition: int(offset) for tp, offset in offsets.items()}
+
+    async def delete_records_before(self, topic: str, offsets: Mapping[int, int]) -> None:
+        _, admin = self._require()
+        request = {
+            KafkaTopicPartition(topic, partition): RecordsToDelete(before_offset=offset)
+            for partition, offset in offsets.items()
+        }
+        try:
+            await admin.delete_records(request, timeout_ms=int(self.send_timeout * 1000))
+        except KafkaError as exc:
+            raise EventLogError(f"cannot delete records of {topic} before {dict(offsets)}: {exc}") from exc
 
     def consumer(
         self,
@@ -210,6 +230,9 @@ class KafkaLogConsumer(LogConsumer):
         except KafkaError as exc:
             await consumer.stop()
             raise EventLogError(f"cannot start consumer of {self._topics}: {exc}") from exc
+        except BaseException:  # cancelled while starting: leave no connection behind
+            await asyncio.shield(consumer.stop())
+            raise
         self._consumer = consumer
 
     async def close(self) -> None:

@@ -8,6 +8,10 @@ the file; consumers in this process are woken the moment a record is appended,
 records appended by another process are seen within ``cross_process_poll``
 seconds. A group here has one member: every consumer of a group reads every
 partition, so run one consumer per group (as ``runstream up`` does).
+``delete_records_before`` is its retention: the cut is remembered in
+``log_starts``, so offsets never restart, even when a partition is emptied.
+Consumers read through a second connection on a thread of its own (WAL lets a
+reader run beside the writer), so a fetch never waits behind an append's fsync.
 """
 
 from __future__ import annotations
@@ -54,7 +58,21 @@ CREATE TABLE IF NOT EXISTS group_offsets (
     "offset" INTEGER NOT NULL,
     PRIMARY KEY (grp, topic, partition)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_starts (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    "offset" INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
 """
+
+
+def _log_start(db: sqlite3.Connection, topic: str, partition: int) -> int:
+    """First offset a partition may hold: 0, or where retention last cut it."""
+    row = db.execute(
+        'SELECT "offset" FROM log_starts WHERE topic = ? AND partition = ?', (topic, partition)
+    ).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 class LocalEventLog(EventLog):
@@ -74,17 +92,21 @@ class LocalEventLog(EventLog):
         self.cross_process_poll = cross_process_poll
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        # Consumers read through a connection and thread of their own: in WAL mode a
+        # reader never waits for a writer, so a fetch is not queued behind an append's fsync.
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._reader: sqlite3.Connection | None = None
         self._waiters: set[asyncio.Future[None]] = set()
         self._partition_cache: dict[str, int] = {}
 
     # -- plumbing --------------------------------------------------------------------------
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._db is None:
+    async def _run(self, fn: Callable[[sqlite3.Connection], T], *, reader: bool = False) -> T:
+        db, executor = (self._reader, self._read_executor) if reader else (self._db, self._executor)
+        if executor is None or db is None:
             raise EventLogClosedError(f"local event log {self.path} is not open")
-        db = self._db
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, db)
+            return await loop.run_in_executor(executor, fn, db)
         except sqlite3.Error as exc:
             raise EventLogError(f"local event log {self.path}: {exc}") from exc
 
@@ -102,21 +124,37 @@ class LocalEventLog(EventLog):
             db.executescript(_SCHEMA)
             return db
 
+        def open_reader() -> sqlite3.Connection:
+            return sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+
         try:
             self._db = await loop.run_in_executor(self._executor, open_db)
+            self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runstream-log-read")
+            self._reader = await loop.run_in_executor(self._read_executor, open_reader)
         except sqlite3.Error as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            for executor in (self._executor, self._read_executor):
+                if executor is not None:
+                    executor.shutdown(wait=False)
+            if self._db is not None:
+                self._db.close()
+            self._executor = self._read_executor = None
+            self._db = None
             raise EventLogError(f"cannot open local event log {self.path}: {exc}") from exc
 
     async def close(self) -> None:
         if self._db is None or self._executor is None:
             return
         db, executor = self._db, self._executor
-        await asyncio.get_running_loop().run_in_executor(executor, db.close)
-        self._db = None
-        self._executor = None
+        reader, read_executor = self._reader, self._read_executor
+        loop = asyncio.get_running_loop()
+        if reader is not None and read_executor is not None:
+            await loop.run_in_executor(read_executor, reader.close)
+        await loop.run_in_executor(executor, db.close)
+        self._db = self._reader = None
+        self._executor = self._read_executor = None
         executor.shutdown(wait=True)
+        if read_executor is not None:
+            read_executor.shutdown(wait=True)
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -183,7 +221,7 @@ class LocalEventLog(EventLog):
                             'SELECT MAX("offset") FROM records WHERE topic = ? AND partition = ?',
                             (topic, partition),
                         ).fetchone()
-                        offset = 0 if row[0] is None else int(row[0]) + 1
+                        offset = _log_start(db, topic, partition) if row[0] is None else int(row[0]) + 1
                     db.execute(
                         'INSERT INTO records (topic, partition, "offset", key, value, ts)'
                         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -205,15 +243,70 @@ class LocalEventLog(EventLog):
         partitions = await self.partitions(topic)
 
         def read(db: sqlite3.Connection) -> dict[int, int]:
-            ends = dict.fromkeys(range(partitions), 0)
-            for partition, top in db.execute(
-                'SELECT partition, MAX("offset") FROM records WHERE topic = ? GROUP BY partition',
-                (topic,),
-            ):
-                ends[int(partition)] = int(top) + 1
-            return ends
+            return self._ends(db, topic, partitions)
 
         return await self._run(read)
+
+    @staticmethod
+    def _ends(db: sqlite3.Connection, topic: str, partitions: int) -> dict[int, int]:
+        ends = dict.fromkeys(range(partitions), 0)
+        for partition, start in db.execute(
+            'SELECT partition, "offset" FROM log_starts WHERE topic = ?', (topic,)
+        ):
+            if int(partition) in ends:
+                ends[int(partition)] = int(start)
+        for partition, top in db.execute(
+            'SELECT partition, MAX("offset") FROM records WHERE topic = ? GROUP BY partition',
+            (topic,),
+        ):
+            ends[int(partition)] = int(top) + 1
+        return ends
+
+    async def begin_offsets(self, topic: str) -> dict[int, int]:
+        partitions = await self.partitions(topic)
+
+        def read(db: sqlite3.Connection) -> dict[int, int]:
+            begins = self._ends(db, topic, partitions)
+            for partition, low in db.execute(
+                'SELECT partition, MIN("offset") FROM records WHERE topic = ? GROUP BY partition',
+                (topic,),
+            ):
+                begins[int(partition)] = int(low)
+            return begins
+
+        return await self._run(read)
+
+    async def delete_records_before(self, topic: str, offsets: Mapping[int, int]) -> None:
+        partitions = await self.partitions(topic)
+
+        def delete(db: sqlite3.Connection) -> None:
+            ends = self._ends(db, topic, partitions)
+            for partition, offset in offsets.items():
+                if partition not in ends or not 0 <= offset <= ends[partition]:
+                    raise EventLogError(
+                        f"cannot delete records of {topic}/{partition} before {offset}: the partition "
+                        f"ends at {ends.get(partition, 'no such partition')}"
+                    )
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for partition, offset in offsets.items():
+                    if offset <= _log_start(db, topic, partition):
+                        continue
+                    db.execute(
+                        'DELETE FROM records WHERE topic = ? AND partition = ? AND "offset" < ?',
+                        (topic, partition, offset),
+                    )
+                    db.execute(
+                        'INSERT INTO log_starts (topic, partition, "offset") VALUES (?, ?, ?)'
+                        ' ON CONFLICT (topic, partition) DO UPDATE SET "offset" = excluded."offset"',
+                        (topic, partition, offset),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(delete)
 
     def consumer(
         self,
@@ -241,7 +334,7 @@ class LocalEventLog(EventLog):
                     out.append(LogRecord(tp.topic, tp.partition, row[0], row[1], row[2], row[3]))
             return out
 
-        return await self._run(read)
+        return await self._run(read, reader=True)
 
     async def _commit(self, group: str, positions: Mapping[TopicPartition, int]) -> None:
         def write(db: sqlite3.Connection) -> None:

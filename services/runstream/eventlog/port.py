@@ -12,6 +12,10 @@ the embedded default). Semantics shared by both:
 - A group consumer starts at its group's committed position, or at the beginning
   of each partition when nothing is committed. A reader (no group) starts where
   it is told: the beginning, the end, or explicit offsets.
+- Retention removes a partition's oldest records (``delete_records_before``, as
+  Kafka's DeleteRecords and its retention do): ``begin_offsets`` is then the
+  first offset still held, offsets never restart, and a reader that seeks below
+  the first held offset reads from it.
 """
 
 from __future__ import annotations
@@ -122,6 +126,15 @@ class EventLog(abc.ABC):
     @abc.abstractmethod
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset the next appended record will get."""
+
+    @abc.abstractmethod
+    async def begin_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the earliest offset still held (the end offset when it holds none)."""
+
+    @abc.abstractmethod
+    async def delete_records_before(self, topic: str, offsets: Mapping[int, int]) -> None:
+        """Remove the records of each partition before its offset (retention); raises
+        ``EventLogError`` for an offset past the partition's end."""
 
     @abc.abstractmethod
     def consumer(

@@ -1,18 +1,21 @@
-"""Fan-out of the events topic to websocket connections, per run.
+"""Fan-out of the events topic to subscriptions: runs, experiments and compute targets.
 
 Each gateway process tails the events topic itself (no consumer group: every
-gateway sees every record) from the end, and hands each record to the
-connections subscribed to its run. A record's cursor is its offset in its
-partition; all of a run's events are in one partition, so a run's cursors
-increase. A subscription given a cursor first replays the run's records after
-it from the log, then continues live: replayed and live records meet at the
-offset the tailer had reached when the subscription was registered, so none is
-missed or sent twice.
+gateway sees every record) from the end, parses each record once, keeps the
+latest ones in memory (``RecentRecords``) and offers each to the feeds of the
+subscriptions it concerns. Gateways share nothing: a cursor is a log position,
+so a client reconnects to any of them.
 
-Every connection has a bounded queue. When it is full the connection's queue
-is emptied, it gets one ``resync`` message per subscription carrying the last
-cursor it was sent, and its subscriptions end: memory stays bounded and a slow
-client never delays the others.
+A subscription starts (``catchup.start_subscription``) from a cursor or a
+snapshot's position, catches up from memory, the log or ClickHouse, and is
+registered for live records in the same step in which it has caught up with
+the tail: nothing is missed, and a feed ignores what it already took, so
+nothing comes twice.
+
+Every connection has a bounded queue. When a live frame does not fit, the
+connection's queue is emptied, it gets one ``resync`` per subscription carrying
+the last cursor written to its socket, and its subscriptions end: memory stays
+bounded and a slow client never delays the others.
 """
 
 from __future__ import annotations
@@ -22,100 +25,118 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, TopicPartition
-from runstream.events.partitioning import partition_for_key
+from runstream.gateway.catchup import start_subscription
+from runstream.gateway.connection import Connection
+from runstream.gateway.feeds import (
+    RANK_OF_STATUS,
+    ComputeFeed,
+    ExperimentFeed,
+    Feed,
+    Member,
+    Membership,
+    RunFeed,
+)
+from runstream.gateway.protocol import TARGET_FIELD, Kind, Subscribe, cursor_json
+from runstream.gateway.recent import Entry, RecentRecords, entry_of
+from runstream.gateway.snapshots import GatewayStore
+from runstream.gateway.subscription import Subscription, SubscriptionState
 
 log = logging.getLogger("runstream.gateway")
 
-
-def event_frame(sub_id: str, record: LogRecord) -> bytes:
-    """The ``event`` message for one record; the record's bytes are spliced in unparsed."""
-    return b"".join(
-        (
-            b'{"type":"event","sub":',
-            orjson.dumps(sub_id),
-            b',"partition":',
-            str(record.partition).encode(),
-            b',"cursor":',
-            str(record.offset).encode(),
-            b',"event":',
-            record.value,
-            b"}",
-        )
-    )
+DEFAULT_RECENT_BYTES = 32 * 1024 * 1024
 
 
-@dataclass(eq=False)
-class Subscription:
-    sub_id: str
-    run_id: str
-    partition: int
-    last_cursor: int | None
-    """Cursor of the last event queued for this subscription."""
-    holding: list[LogRecord] | None = None
-    """Live records kept back while the subscription replays older ones."""
+@dataclass
+class _Routes:
+    runs: dict[str, set[Subscription]] = field(default_factory=dict)
+    experiments: dict[tuple[str, str], set[Subscription]] = field(default_factory=dict)
+    computes: dict[str, set[Subscription]] = field(default_factory=dict)
 
+    def index(self, sub: Subscription) -> tuple[dict[Any, set[Subscription]], Any]:
+        request = sub.request
+        if request.kind is Kind.RUN:
+            return self.runs, request.target
+        if request.kind is Kind.EXPERIMENT:
+            return self.experiments, (request.workspace, request.target)
+        return self.computes, request.workspace
 
-Outgoing = tuple[bytes, str | None, int | None]
-"""A queued frame, with the subscription and cursor it carries (for event frames)."""
+    def add(self, sub: Subscription) -> None:
+        table, key = self.index(sub)
+        table.setdefault(key, set()).add(sub)
 
-
-@dataclass(eq=False)
-class Connection:
-    """One websocket's outgoing side: a bounded queue of encoded frames.
-
-    ``sent_cursors`` holds, per subscription, the cursor of the last event frame
-    actually written to the socket: what a resync reports, so that frames
-    dropped from the queue are sent again after the client resubscribes.
-    """
-
-    queue_size: int = 1000
-    queue: asyncio.Queue[Outgoing] = field(init=False)
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    sent_cursors: dict[str, int | None] = field(default_factory=dict)
-    resyncs: int = 0
-
-    def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(self.queue_size)
-
-    def send(self, frame: bytes, sub_id: str | None = None, cursor: int | None = None) -> bool:
-        try:
-            self.queue.put_nowait((frame, sub_id, cursor))
-        except asyncio.QueueFull:
-            return False
-        return True
-
-    def mark_sent(self, sub_id: str | None, cursor: int | None) -> None:
-        if sub_id is not None and cursor is not None and sub_id in self.sent_cursors:
-            self.sent_cursors[sub_id] = cursor
+    def discard(self, sub: Subscription) -> None:
+        table, key = self.index(sub)
+        members = table.get(key)
+        if members is not None:
+            members.discard(sub)
+            if not members:
+                del table[key]
 
 
 class LiveHub:
-    """Tails the events topic and routes each record to the subscriptions of its run."""
+    """Tails the events topic and routes each record to the subscriptions it concerns."""
 
-    def __init__(self, log: EventLog, events_topic: str) -> None:
-        self._log = log
+    def __init__(
+        self,
+        log: EventLog,
+        events_topic: str,
+        *,
+        store: GatewayStore | None = None,
+        recent_bytes: int = DEFAULT_RECENT_BYTES,
+    ) -> None:
+        self.log = log
         self.events_topic = events_topic
+        self.store = store
+        self.recent_bytes = recent_bytes
         self._consumer: LogConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._by_run: dict[str, set[tuple[Connection, Subscription]]] = {}
+        self._routes = _Routes()
         self._positions: dict[int, int] = {}
+        """Per partition, the next offset the tail will read: everything before was dispatched."""
+        self._recent: dict[int, RecentRecords] = {}
         self._partitions = 0
+        self._touched: list[Subscription] = []
         self.delivered = 0
+        self.resyncs = 0
 
+    # -- the tail --------------------------------------------------------------------------
     async def start(self) -> None:
-        await self._log.create_topic(self.events_topic, self._log.default_partitions)
-        self._partitions = await self._log.partitions(self.events_topic)
-        self._positions = await self._log.end_offsets(self.events_topic)
-        consumer = self._log.consumer([self.events_topic], start_at="end")
+        await self.log.create_topic(self.events_topic, self.log.default_partitions)
+        self._partitions = await self.log.partitions(self.events_topic)
+        self.reset_positions(await self.log.end_offsets(self.events_topic))
+        consumer = self.log.consumer([self.events_topic], start_at="end")
         await consumer.start()
         for partition, offset in self._positions.items():
             await consumer.seek(TopicPartition(self.events_topic, partition), offset)
         self._consumer = consumer
         self._task = asyncio.create_task(self._tail(), name="runstream-gateway-tail")
+
+    def reset_positions(self, positions: dict[int, int]) -> None:
+        self._partitions = max(self._partitions, len(positions))
+        self._positions = dict(positions)
+        share = max(64 * 1024, self.recent_bytes // max(1, len(positions)))
+        self._recent = {p: RecentRecords(o, share) for p, o in positions.items()}
+
+    @property
+    def partitions(self) -> int:
+        return self._partitions
+
+    def position(self, partition: int) -> int:
+        return self._positions.get(partition, 0)
+
+    def positions(self) -> dict[int, int]:
+        return dict(self._positions)
+
+    def recent(self, partition: int) -> RecentRecords:
+        recent = self._recent.get(partition)
+        if recent is None:
+            recent = self._recent[partition] = RecentRecords(self.position(partition), 64 * 1024)
+        return recent
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -141,139 +162,157 @@ class LiveHub:
             self.dispatch(records)
 
     def dispatch(self, records: Iterable[LogRecord]) -> None:
+        routes = self._routes
         for record in records:
-            self._positions[record.partition] = record.offset + 1
-            if not self._by_run:
+            partition, offset = record.partition, record.offset
+            if offset < self._positions.get(partition, 0):
                 continue
-            run_id = _run_id_of(record)
-            members = self._by_run.get(run_id) if run_id is not None else None
-            if not members or not _is_json(record):
+            self._positions[partition] = offset + 1
+            parsed = entry_of(partition, offset, record.value)
+            self.recent(partition).append(offset, parsed[0] if parsed else None)
+            if parsed is None:
                 continue
-            for connection, subscription in list(members):
-                if subscription.holding is not None:
-                    subscription.holding.append(record)
-                else:
-                    self._deliver(connection, subscription, record)
+            entry, envelope = parsed
+            # Copies: an offer may resync a connection, which removes its subscriptions.
+            for sub in tuple(routes.runs.get(entry.run_id, ())):
+                self._offer(sub, entry, envelope)
+            for sub in tuple(routes.experiments.get((entry.workspace, entry.experiment), ())):
+                self._offer(sub, entry, envelope)
+            for sub in tuple(routes.computes.get(entry.workspace, ())):
+                self._offer(sub, entry, envelope)
+        touched, self._touched = self._touched, []
+        for sub in touched:
+            sub.touched = False
+            self.schedule(sub)
 
-    def _deliver(self, connection: Connection, subscription: Subscription, record: LogRecord) -> None:
-        if subscription.sub_id not in connection.subscriptions:
+    def _offer(self, sub: Subscription, entry: Entry, envelope: dict[str, Any]) -> None:
+        feed = sub.feed
+        if feed is None or not feed.matches(entry) or not feed.offer(entry, envelope):
             return
-        if connection.send(event_frame(subscription.sub_id, record), subscription.sub_id, record.offset):
-            subscription.last_cursor = record.offset
-            self.delivered += 1
+        config = sub.connection.config
+        if feed.gate.interval == 0 and feed.pending_bytes > config.max_frame_bytes:
+            self.flush(sub)  # no rate to wait for: a burst goes out as it comes, bounded by the queue
+        elif feed.pending_bytes > config.pending_bytes:
+            self.resync(sub.connection, "client too slow: more is pending than its limit")
+        elif not sub.touched:
+            sub.touched = True
+            self._touched.append(sub)
+
+    # -- sending ---------------------------------------------------------------------------
+    def schedule(self, sub: Subscription) -> None:
+        """Flush ``sub`` now if its rate allows, else when it does."""
+        if sub.state is not SubscriptionState.LIVE or sub.flush_handle is not None or sub.feed is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = sub.feed.due(now)
+        if due is None:
+            return
+        if due <= now:
+            self.flush(sub)
         else:
-            self._resync(connection)
+            sub.flush_handle = loop.call_at(due, self._flush_later, sub)
 
-    def _resync(self, connection: Connection) -> None:
+    def _flush_later(self, sub: Subscription) -> None:
+        sub.flush_handle = None
+        self.flush(sub)
+
+    def flush(self, sub: Subscription) -> bool:
+        """Queue everything ``sub`` holds; False when that overflowed its connection (resynced)."""
+        feed = sub.feed
+        if feed is None or sub.state is SubscriptionState.ENDED:
+            return False
+        if sub.state is SubscriptionState.LIVE:
+            feed.advance(self._positions)
+        frames = feed.take(sub.connection.config.max_frame_bytes)
+        if frames:
+            feed.gate.sent(asyncio.get_running_loop().time())
+        for frame, cursor in frames:
+            if not sub.connection.push(frame, sub, cursor):
+                self.resync(sub.connection, "client too slow: its queue is full")
+                return False
+            self.delivered += 1
+        return True
+
+    def go_live(self, sub: Subscription) -> None:
+        """Register ``sub`` for live records; it has offered everything before the tail's position."""
+        sub.expect(SubscriptionState.CATCHING_UP)
+        sub.state = SubscriptionState.LIVE
+        self._routes.add(sub)
+        self.schedule(sub)
+
+    def resync(self, connection: Connection, reason: str) -> None:
         """The connection fell behind: drop its queue and tell each subscription where it stood."""
-        while not connection.queue.empty():
-            connection.queue.get_nowait()
+        connection.drop_queue()
         connection.resyncs += 1
-        for subscription in list(connection.subscriptions.values()):
-            sent = connection.sent_cursors.get(subscription.sub_id)
-            self.unsubscribe(connection, subscription.sub_id)
-            connection.send(
-                orjson.dumps(
-                    {
-                        "type": "resync",
-                        "sub": subscription.sub_id,
-                        "run_id": subscription.run_id,
-                        "partition": subscription.partition,
-                        "cursor": sent,
-                        "reason": "client too slow: queue full; subscribe again with this cursor",
-                    }
-                )
-            )
+        # The frame being written, if any, still reaches the client before the resync.
+        self.resyncs += 1
+        for sub in list(connection.subscriptions.values()):
+            self.end(sub)
+            frame: dict[str, Any] = {"type": "resync", "sub": sub.sub, "kind": sub.request.kind.value}
+            frame[TARGET_FIELD[sub.request.kind]] = sub.request.target
+            frame["workspace"] = sub.request.workspace
+            if sub.partition is not None:
+                frame["partition"] = sub.partition
+            frame["cursor"] = cursor_json(connection.written_cursor(sub))
+            frame["reason"] = f"{reason}; subscribe again with this cursor"
+            connection.push_control(orjson.dumps(frame))
 
-    async def subscribe(
-        self, connection: Connection, sub_id: str, run_id: str, cursor: int | None
-    ) -> Subscription:
-        """Register a subscription; with ``cursor``, first replay the run's records after it."""
-        partition = partition_for_key(run_id.encode(), self._partitions)
-        live_from = self._positions.get(partition, 0)
-        subscription = Subscription(sub_id, run_id, partition, last_cursor=live_from - 1)
-        replay = cursor is not None and cursor + 1 < live_from
-        if replay:
-            subscription.holding = []
-            subscription.last_cursor = cursor
-        connection.subscriptions[sub_id] = subscription
-        connection.sent_cursors[sub_id] = subscription.last_cursor
-        self._by_run.setdefault(run_id, set()).add((connection, subscription))
-        connection.send(
-            orjson.dumps(
-                {
-                    "type": "subscribed",
-                    "sub": sub_id,
-                    "run_id": run_id,
-                    "partition": partition,
-                    "cursor": cursor if replay else live_from - 1,
-                }
-            )
-        )
-        if replay and cursor is not None:
-            try:
-                await self._replay(connection, subscription, cursor + 1, live_from)
-            finally:
-                held, subscription.holding = subscription.holding or [], None
-            for record in held:
-                self._deliver(connection, subscription, record)
-        return subscription
+    # -- subscriptions ---------------------------------------------------------------------
+    def subscribe(self, connection: Connection, request: Subscribe) -> Subscription:
+        """Register a subscription and start it (snapshot or cursor, catch-up, then live)."""
+        sub = Subscription(request, connection, sent_cursor=request.cursor)
+        connection.subscriptions[request.sub] = sub
+        sub.task = asyncio.create_task(start_subscription(self, sub), name=f"runstream-sub-{request.sub}")
+        return sub
 
-    async def _replay(
-        self, connection: Connection, subscription: Subscription, start: int, stop: int
-    ) -> None:
-        tp = TopicPartition(self.events_topic, subscription.partition)
-        consumer = self._log.consumer([self.events_topic], start_at="end")
-        await consumer.start()
-        try:
-            await consumer.seek(tp, start)
-            position = start
-            while position < stop:
-                records = await consumer.fetch(5000, timeout=1.0)
-                for record in records:
-                    if record.partition != subscription.partition or record.offset >= stop:
-                        continue
-                    position = record.offset + 1
-                    if _run_id_of(record) == subscription.run_id and _is_json(record):
-                        self._deliver(connection, subscription, record)
-                        if subscription.sub_id not in connection.subscriptions:
-                            return
-        finally:
-            await consumer.close()
-
-    def unsubscribe(self, connection: Connection, sub_id: str) -> None:
-        subscription = connection.subscriptions.pop(sub_id, None)
-        connection.sent_cursors.pop(sub_id, None)
-        if subscription is None:
+    def end(self, sub: Subscription) -> None:
+        """End ``sub``: no more frames for it, and its name may be used again."""
+        if sub.state is SubscriptionState.ENDED:
             return
-        members = self._by_run.get(subscription.run_id)
-        if members is not None:
-            members.discard((connection, subscription))
-            if not members:
-                del self._by_run[subscription.run_id]
+        sub.state = SubscriptionState.ENDED
+        if sub.connection.subscriptions.get(sub.sub) is sub:
+            del sub.connection.subscriptions[sub.sub]
+        self._routes.discard(sub)
+        if sub.flush_handle is not None:
+            sub.flush_handle.cancel()
+            sub.flush_handle = None
+        task = sub.task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+        sub.feed = None
+
+    def unsubscribe(self, connection: Connection, sub_id: str) -> bool:
+        sub = connection.subscriptions.get(sub_id)
+        if sub is None:
+            return False
+        self.end(sub)
+        return True
 
     def disconnect(self, connection: Connection) -> None:
-        for sub_id in list(connection.subscriptions):
-            self.unsubscribe(connection, sub_id)
+        for sub in list(connection.subscriptions.values()):
+            self.end(sub)
+        connection.drop_queue()
 
-
-def _run_id_of(record: LogRecord) -> str | None:
-    if record.key:
-        try:
-            return record.key.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    try:
-        value = orjson.loads(record.value)
-    except orjson.JSONDecodeError:
-        return None
-    run_id = value.get("run_id") if isinstance(value, dict) else None
-    return run_id if isinstance(run_id, str) else None
-
-
-def _is_json(record: LogRecord) -> bool:
-    try:
-        orjson.loads(record.value)
-    except orjson.JSONDecodeError:
-        return False
-    return True
+    def new_feed(self, sub: Subscription, start: dict[int, int], members: dict[str, Any] | None) -> Feed:
+        """The feed of ``sub``, having taken everything before ``start`` (next offsets)."""
+        request = sub.request
+        if request.kind is Kind.RUN:
+            assert sub.partition is not None
+            return RunFeed(
+                request.sub,
+                request.workspace,
+                request.target,
+                sub.partition,
+                start[sub.partition] - 1,
+                request.max_rate,
+                None if request.types is None else request.wants,
+            )
+        vector = {p: o - 1 for p, o in start.items()}
+        if request.kind is Kind.EXPERIMENT:
+            return ExperimentFeed(request.sub, request.workspace, request.target, vector, request.max_rate)
+        membership = Membership(request.target)
+        for run_id, run in (members or {}).items():
+            rank = RANK_OF_STATUS.get(run["status"], 0)
+            membership.members[run_id] = Member(run["status"], rank, -1, run["experiment"])
+        return ComputeFeed(request.sub, request.workspace, membership, vector, request.max_rate)

@@ -1,110 +1,207 @@
-"""``/api/v1/live``: the websocket endpoint of the gateway.
+"""``/api/v1/live``: the websocket endpoint of the gateway (the protocol is in ``PROTOCOL.md``).
 
-Client messages (JSON text frames):
-
-- ``{"op": "subscribe", "sub": "s1", "run_id": "r1"}``, optionally with
-  ``"cursor": N`` (the last cursor received) to resume after it;
-- ``{"op": "unsubscribe", "sub": "s1"}``;
-- ``{"op": "ping"}``.
-
-Server messages: ``subscribed`` (with the partition and the cursor live delivery
-starts after), ``event`` (``sub``, ``partition``, ``cursor``, ``event``: the
-event as on the log), ``unsubscribed``, ``resync`` (the client fell behind: its
-subscription ended at ``cursor``; subscribe again with it), ``pong`` and
-``error`` (``detail`` names the problem; the socket stays open).
+The bearer token is checked at the handshake by ``BearerAuthMiddleware``; each
+subscribe is then checked by an ``Authorizer`` (may this connection's token read
+this workspace?). One task reads the client's messages, one writes the
+connection's queue to the socket; a watchdog sends every connection a
+heartbeat each ``heartbeat_interval`` and closes the ones that sent nothing
+(not even the ``pong`` answering a heartbeat) for ``idle_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Receive, Scope, Send
 
-from runstream.gateway.hub import Connection, LiveHub
+from runstream.auth.middleware import bearer_token
+from runstream.gateway.connection import Connection, ConnectionState, GatewayConfig
+from runstream.gateway.hub import LiveHub
+from runstream.gateway.protocol import (
+    CloseCode,
+    ErrorCode,
+    LiveRequestError,
+    Ping,
+    Pong,
+    Subscribe,
+    Unsubscribe,
+    error_frame,
+    heartbeat_frame,
+    parse_request,
+    pong_frame,
+)
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-_SUB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
-MAX_SUBSCRIPTIONS = 256
+log = logging.getLogger("runstream.gateway")
+
+Authorizer = Callable[[str | None, str], Awaitable[bool]]
+"""``(token, workspace) -> allowed``: whether a connection's token may read a workspace."""
 
 
-def error_frame(detail: str, sub: object = None) -> bytes:
-    return orjson.dumps({"type": "error", "sub": sub if isinstance(sub, str) else None, "detail": detail})
+async def allow_every_workspace(token: str | None, workspace: str) -> bool:
+    """Tokens are not scoped to workspaces yet: a valid token reads them all."""
+    return True
 
 
 class GatewayService:
-    def __init__(self, hub: LiveHub, *, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        hub: LiveHub,
+        *,
+        config: GatewayConfig | None = None,
+        authorizer: Authorizer = allow_every_workspace,
+    ) -> None:
         self.hub = hub
-        self.queue_size = queue_size
+        self.config = config or GatewayConfig()
+        self.authorizer = authorizer
+        self.connections: set[Connection] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def routes(self) -> list[WebSocketRoute]:
-        return [WebSocketRoute("/api/v1/live", self.live)]
+        # An ASGI callable, not a function: Starlette routes it without wrapping every
+        # message in its WebSocket and exception-handling layers (a cost paid per frame).
+        return [WebSocketRoute("/api/v1/live", _LiveEndpoint(self))]
 
-    async def live(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        connection = Connection(self.queue_size)
-        sender = asyncio.create_task(self._send_loop(websocket, connection))
+    async def start(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch(), name="runstream-gateway-watchdog")
+
+    async def close(self) -> None:
+        for connection in list(self.connections):
+            connection.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect with your cursors")
+        task, self._watchdog = self._watchdog, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        connection = Connection(self.config, bearer_token(scope))
+        self.connections.add(connection)
+        sender = asyncio.create_task(self._send_loop(send, connection))
         try:
-            while True:
-                text = await websocket.receive_text()
-                await self._handle(connection, text)
-        except WebSocketDisconnect:
-            pass
+            while connection.state is ConnectionState.OPEN:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                connection.last_received = time.monotonic()
+                text = message.get("text")
+                if text is None:
+                    connection.close(
+                        CloseCode.UNSUPPORTED_DATA,
+                        "binary frames are not part of the protocol; send JSON text",
+                    )
+                elif len(text) > connection.config.max_message_bytes or (
+                    len(text.encode("utf-8")) > connection.config.max_message_bytes
+                ):
+                    connection.close(
+                        CloseCode.MESSAGE_TOO_BIG,
+                        f"message larger than {connection.config.max_message_bytes} bytes",
+                    )
+                else:
+                    await self._handle(connection, text)
         finally:
+            self.connections.discard(connection)
             self.hub.disconnect(connection)
+            if connection.state is ConnectionState.CLOSING:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(sender), 5.0)
+            connection.state = ConnectionState.CLOSED
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
 
-    @staticmethod
-    async def _send_loop(websocket: WebSocket, connection: Connection) -> None:
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+    async def _send_loop(self, send: Send, connection: Connection) -> None:
+        # OSError: uvicorn's ClientDisconnected; RuntimeError: sending after the close.
+        with contextlib.suppress(RuntimeError, OSError):
             while True:
-                frame, sub_id, cursor = await connection.queue.get()
-                await websocket.send_text(frame.decode("utf-8"))
-                connection.mark_sent(sub_id, cursor)
+                item = await connection.next_frame()
+                if item is None:
+                    if connection.state is ConnectionState.CLOSING:
+                        code, reason = connection.close_code, connection.close_reason
+                        await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+                frame, sub, cursor = item
+                connection.in_flight = item
+                await send({"type": "websocket.send", "text": frame.decode("utf-8")})
+                connection.in_flight = None
+                if sub is not None and cursor is not None:
+                    sub.sent_cursor = cursor
 
     async def _handle(self, connection: Connection, text: str) -> None:
         try:
-            message: Any = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            connection.send(error_frame(f"message is not valid JSON: {exc.msg} at byte {exc.pos}"))
+            request = parse_request(text)
+        except LiveRequestError as exc:
+            connection.push_control(error_frame(exc.detail, exc.sub, exc.code))
             return
-        if not isinstance(message, dict):
-            connection.send(error_frame("message must be a JSON object"))
+        if isinstance(request, Ping):
+            connection.push_control(pong_frame(request.id))
+        elif isinstance(request, Pong):
             return
-        op = message.get("op")
-        sub = message.get("sub")
-        if op == "ping":
-            connection.send(b'{"type":"pong"}')
-        elif op == "subscribe":
-            await self._subscribe(connection, message)
-        elif op == "unsubscribe":
-            if not isinstance(sub, str) or sub not in connection.subscriptions:
-                connection.send(error_frame(f"sub: no subscription {sub!r}", sub))
+        elif isinstance(request, Unsubscribe):
+            if not self.hub.unsubscribe(connection, request.sub):
+                connection.push_control(error_frame(f"sub: no subscription {request.sub!r}", request.sub))
                 return
-            self.hub.unsubscribe(connection, sub)
-            connection.send(orjson.dumps({"type": "unsubscribed", "sub": sub}))
+            connection.push_control(orjson.dumps({"type": "unsubscribed", "sub": request.sub}))
         else:
-            connection.send(
-                error_frame(f"op: unknown operation {op!r}; expected subscribe, unsubscribe or ping")
-            )
+            await self._subscribe(connection, request)
 
-    async def _subscribe(self, connection: Connection, message: dict[str, Any]) -> None:
-        sub, run_id, cursor = message.get("sub"), message.get("run_id"), message.get("cursor")
-        if not isinstance(sub, str) or not _SUB_ID.match(sub):
-            connection.send(error_frame(f"sub: must be 1-64 of A-Z a-z 0-9 _ . : -; got {sub!r}"))
-        elif sub in connection.subscriptions:
-            connection.send(error_frame(f"sub: {sub!r} is already subscribed", sub))
-        elif len(connection.subscriptions) >= MAX_SUBSCRIPTIONS:
-            connection.send(error_frame(f"sub: at most {MAX_SUBSCRIPTIONS} per socket", sub))
-        elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-            connection.send(error_frame(f"run_id: must be a run id; got {run_id!r}", sub))
-        elif cursor is not None and (not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < -1):
-            connection.send(error_frame(f"cursor: must be an integer >= -1; got {cursor!r}", sub))
-        else:
-            await self.hub.subscribe(connection, sub, run_id, cursor)
+    async def _subscribe(self, connection: Connection, request: Subscribe) -> None:
+        sub = request.sub
+        if sub in connection.subscriptions:
+            connection.push_control(error_frame(f"sub: {sub!r} is already subscribed", sub))
+            return
+        if len(connection.subscriptions) >= connection.config.max_subscriptions:
+            connection.push_control(
+                error_frame(
+                    f"sub: at most {connection.config.max_subscriptions} subscriptions per socket",
+                    sub,
+                    ErrorCode.LIMIT,
+                )
+            )
+            return
+        if not await self.authorizer(connection.token, request.workspace):
+            connection.push_control(
+                error_frame(
+                    f"workspace: this token may not read workspace {request.workspace!r}",
+                    sub,
+                    ErrorCode.FORBIDDEN,
+                )
+            )
+            return
+        if connection.state is ConnectionState.OPEN:
+            self.hub.subscribe(connection, request)
+
+    async def _watch(self) -> None:
+        """A heartbeat to every connection each interval; close the ones that went silent."""
+        while True:
+            config = self.config
+            tick = min(config.heartbeat_interval, config.idle_timeout) / 4
+            await asyncio.sleep(min(1.0, max(0.02, tick)))
+            now = time.monotonic()
+            for connection in list(self.connections):
+                idle = connection.config.idle_timeout
+                if now - connection.last_received > idle:
+                    connection.close(
+                        CloseCode.IDLE_TIMEOUT,
+                        f'idle timeout: no message for {idle:g} s; answer heartbeats with {{"op":"pong"}}',
+                    )
+                elif now - connection.last_heartbeat >= connection.config.heartbeat_interval:
+                    connection.last_heartbeat = now
+                    connection.push_control(heartbeat_frame(int(time.time() * 1000), idle))
+
+
+class _LiveEndpoint:
+    def __init__(self, service: GatewayService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.service.live(scope, receive, send)
