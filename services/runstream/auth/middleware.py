@@ -5,6 +5,11 @@ send the token in the ``Authorization`` header or, for browsers, which cannot
 set headers on a websocket, in the ``token`` query parameter; a refused
 websocket gets an HTTP 401 where the server supports the denial-response
 extension, else it is closed with 1008 and the reason.
+
+Open without a token: ``/healthz`` and the studio's pages and assets
+(``runstream.studio.is_studio_path``), which hold no data: the studio reads
+everything through ``/api/``. Everything else needs the token: every ``/api/``
+route, the live websocket included.
 """
 
 from __future__ import annotations
@@ -16,8 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runstream.auth.tokens import TokenStore
 from runstream.errors import AuthError
+from runstream.studio.routes import is_studio_path
 
 OPEN_PATHS = frozenset({"/healthz"})
+
+
+def is_open(scope: Scope) -> bool:
+    """Whether a request may go without a token: health checks and the studio's static files."""
+    path: str = scope["path"]
+    if path in OPEN_PATHS:
+        return True
+    return scope["type"] == "http" and not path.startswith("/api") and is_studio_path(path)
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -41,7 +55,7 @@ class BearerAuthMiddleware:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or is_open(scope):
             await self.app(scope, receive, send)
             return
         try:
