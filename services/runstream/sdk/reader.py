@@ -1,14 +1,11 @@
-"""The SDK's read side: run details and metrics from the query API, live status from the gateway."""
+"""The SDK's read side: run details, metrics and values from the query API."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import orjson
 
 from runstream.errors import RunstreamError
 from runstream.events.codec import from_wire_float
@@ -65,60 +62,8 @@ class Reader:
             return {name: out[name]} if name in out else {}
         return out
 
-    def follow(
-        self,
-        run_id: str,
-        workspace: str,
-        on_event: Callable[[dict[str, Any]], None],
-        timeout: float | None,
-    ) -> str:
-        """Follow the run over the websocket until a terminal status; returns it."""
-        from websockets.sync.client import connect
-
-        ws_url = self.config.api.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-        headers = {"Authorization": f"Bearer {self.config.token}"} if self.config.token else {}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            ws = connect(f"{ws_url}/api/v1/live", additional_headers=headers, max_size=None)
-        except TimeoutError:
-            raise
-        except OSError as exc:
-            raise ReadError(f"gateway at {ws_url} unreachable: {exc}") from exc
-        with ws:
-            subscribe = {"op": "subscribe", "sub": "run", "run_id": run_id, "workspace": workspace}
-            ws.send(orjson.dumps(subscribe).decode())
-            details = self.details(run_id, workspace)
-            if details and details.get("status") in TERMINAL:
-                return str(details["status"])
-            while True:
-                frame = _receive(ws, deadline, run_id, timeout)
-                message = orjson.loads(frame)
-                if message.get("type") != "event":
-                    continue
-                event = message["event"]
-                on_event(event)
-                status = _terminal_status(event["type"])
-                if status is not None:
-                    return status
-
     def close(self) -> None:
         self._http.close()
-
-
-def _receive(ws: Any, deadline: float | None, run_id: str, timeout: float | None) -> str | bytes:
-    while True:
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            raise TimeoutError(f"run {run_id} did not finish within {timeout} s")
-        try:
-            frame: str | bytes = ws.recv(timeout=30.0 if remaining is None else min(remaining, 30.0))
-        except TimeoutError:
-            continue
-        return frame
-
-
-def _terminal_status(event_type: str) -> str | None:
-    return {"run.completed": "completed", "run.failed": "failed", "run.canceled": "canceled"}.get(event_type)
 
 
 def _decode_values(value: Any) -> Any:

@@ -311,22 +311,22 @@ class Run:
     def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> str:
         """Block until the run ends (pushed over the websocket, not polled); returns its status.
 
-        With ``show_output`` print its log lines and status changes as they arrive.
+        With ``show_output`` print its log lines, from the first, and its status changes as
+        they arrive. Raises ``TimeoutError`` after ``timeout`` seconds.
         """
+        from runstream.live.sync import wait_for_completion
 
-        def on_event(event: dict[str, Any]) -> None:
-            if not show_output:
-                return
-            if event["type"] == "logs.appended":
-                for line in event["payload"]["lines"]:
-                    target = sys.stderr if line["stream"] == "stderr" else sys.stdout
-                    print(line["text"], file=target, flush=True)
-            elif event["type"].startswith("run."):
-                print(f"[runstream] {self.run_id}: {event['type'].removeprefix('run.')}", flush=True)
-
-        if self._client is not None and self in _active:
+        if self in _active:
             self.flush(timeout=30.0)
-        return self._read().follow(self.run_id, self.workspace, on_event, timeout)
+        config = self._client.config
+        return wait_for_completion(
+            config.api,
+            config.token,
+            self.run_id,
+            workspace=self.workspace,
+            show_output=show_output,
+            timeout=timeout,
+        )
 
 
 def start_run(

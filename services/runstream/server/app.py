@@ -22,9 +22,11 @@ from starlette.routing import BaseRoute, Route
 
 from runstream.auth.middleware import BearerAuthMiddleware
 from runstream.auth.tokens import TokenStore, load_or_create_token
+from runstream.errors import RunstreamError
 from runstream.eventlog.factory import open_event_log
 from runstream.eventlog.port import EventLog
 from runstream.gateway.hub import LiveHub
+from runstream.gateway.snapshots import GatewayStore
 from runstream.gateway.websocket import GatewayService
 from runstream.http import JSONResponse
 from runstream.ingest.api import IngestService
@@ -33,6 +35,8 @@ from runstream.query.api import QueryService
 from runstream.server.consistency import ConsistencyService
 from runstream.settings import Settings
 from runstream.store.clickhouse import ProjectionStore
+from runstream.store.generations import GENERATION_CHECK_SECONDS
+from runstream.studio import studio_routes
 
 log = logging.getLogger("runstream.server")
 
@@ -59,6 +63,7 @@ class Runtime:
     store: ProjectionStore | None = None
     projector: Projector | None = None
     hub: LiveHub | None = None
+    gateway: GatewayService | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -74,7 +79,7 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
     token, created = resolve_token(settings)
     event_log = open_event_log(settings)
     runtime = Runtime(settings, wanted, token, created, event_log)
-    needs_store = bool(wanted & {Service.PROJECTOR, Service.QUERY})
+    needs_store = bool(wanted & {Service.PROJECTOR, Service.QUERY, Service.GATEWAY})
     if needs_store:
         runtime.store = ProjectionStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
 
@@ -92,8 +97,16 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
             runtime.store, group=settings.projector_group, topic=settings.events_topic
         ).routes()
     if Service.GATEWAY in wanted:
-        runtime.hub = LiveHub(event_log, settings.events_topic)
-        routes += GatewayService(runtime.hub).routes()
+        snapshots = None
+        if runtime.store is not None:
+            snapshots = GatewayStore(
+                runtime.store, group=settings.projector_group, topic=settings.events_topic
+            )
+        runtime.hub = LiveHub(event_log, settings.events_topic, store=snapshots)
+        runtime.gateway = GatewayService(runtime.hub)
+        routes += runtime.gateway.routes()
+    if Service.QUERY in wanted:
+        routes += studio_routes()  # the web UI, served beside the API it reads
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -123,6 +136,7 @@ async def _start(runtime: Runtime) -> None:
     await runtime.log.create_topic(settings.deadletter_topic, settings.partitions)
     if runtime.store is not None:
         await runtime.store.start()
+        runtime.tasks.append(asyncio.create_task(_follow_generations(runtime.store), name="generations"))
     if Service.PROJECTOR in runtime.services and runtime.store is not None:
         runtime.projector = Projector(
             runtime.log,
@@ -134,6 +148,19 @@ async def _start(runtime: Runtime) -> None:
         runtime.tasks.append(asyncio.create_task(_supervise(runtime.projector), name="projector"))
     if runtime.hub is not None:
         await runtime.hub.start()
+    if runtime.gateway is not None:
+        await runtime.gateway.start()
+
+
+async def _follow_generations(store: ProjectionStore) -> None:
+    """Move to the projection generation a replay (``runstream replay``) switched to."""
+    while True:
+        await asyncio.sleep(GENERATION_CHECK_SECONDS)
+        try:
+            if await store.refresh():
+                log.info("projections: now reading %s", store.database)
+        except RunstreamError as exc:
+            log.warning("projections: cannot check for a newer generation: %s", exc)
 
 
 async def _supervise(projector: Projector) -> None:
@@ -155,6 +182,8 @@ async def _stop(runtime: Runtime) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     runtime.tasks.clear()
+    if runtime.gateway is not None:
+        await runtime.gateway.close()
     if runtime.hub is not None:
         await runtime.hub.close()
     if runtime.store is not None:
