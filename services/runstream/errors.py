@@ -6,7 +6,22 @@ RunstreamError
 ├── AuthError                no token, or a token that is not valid here
 ├── EventLogError            the event log failed (retriable: a broker or disk hiccup)
 │   └── EventLogClosedError  used after close (not retriable)
-└── StoreError               the projection store failed (retriable)
+├── StoreError               the projection store failed (retriable)
+│
+│   defined beside the code that raises them:
+├── LoggingError             sdk/values.py: a bad name, value or step at a logging call
+├── RunStateError            sdk/lifecycle.py: a call not allowed in the run's status
+├── SnapshotTooLargeError    sdk/snapshot.py: the source folder is over the snapshot cap
+├── SpoolError               sdk/spool.py: the SDK's spool could not be written (retriable)
+├── TransportError           sdk/transport/port.py: a batch was not delivered (``retriable`` per case)
+├── ReadError                sdk/reader.py: the query API could not answer (retriable)
+├── BadParameterError        query/params.py: a query parameter broke its rule (HTTP 400)
+├── NotFoundError            query/params.py: no such run, file or target (HTTP 404)
+├── ReplayError              projector/replay.py: replay could not rebuild or switch
+├── LiveRequestError         gateway/protocol.py: a malformed or refused websocket message
+├── CursorUnavailableError   gateway/catchup.py: a cursor older than anything still held
+└── LiveError                live/messages.py: the live client failed
+    └── SubscriptionError    a subscription was refused
 
 ``retriable`` says whether doing the same thing again may succeed; retry and
 dead-letter logic read that flag rather than matching on types.
