@@ -68,13 +68,10 @@ def adapter(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture
-def settings(adapter: str, tmp_path: Path, chdb_path: Path, request: pytest.FixtureRequest) -> Settings:
-    """Server settings isolated for one test, on the chosen event-log adapter."""
-    kafka = request.getfixturevalue("kafka_bootstrap") if adapter == "kafka" else None
-    return Settings(
-        data_dir=tmp_path / "data",
-        kafka_bootstrap=kafka,
+def isolated_settings(data_dir: Path, chdb_path: Path, **changes: Any) -> Settings:
+    """Server settings of their own for one test: data folder, ClickHouse database, topics."""
+    base = Settings(
+        data_dir=data_dir,
         clickhouse_dsn=f"chdb://{chdb_path}",
         clickhouse_database=unique("t"),
         topic_prefix=unique("rs"),
@@ -82,6 +79,14 @@ def settings(adapter: str, tmp_path: Path, chdb_path: Path, request: pytest.Fixt
         token="test-token",
         port=0,
     )
+    return base.with_changes(**changes) if changes else base
+
+
+@pytest.fixture
+def settings(adapter: str, tmp_path: Path, chdb_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """Server settings isolated for one test, on the chosen event-log adapter."""
+    kafka = request.getfixturevalue("kafka_bootstrap") if adapter == "kafka" else None
+    return isolated_settings(tmp_path / "data", chdb_path, kafka_bootstrap=kafka)
 
 
 @pytest.fixture
@@ -89,16 +94,7 @@ def settings_factory(tmp_path: Path, chdb_path: Path) -> Any:
     """Settings like ``settings`` for a test that picks its own event log."""
 
     def make(**changes: Any) -> Settings:
-        base = Settings(
-            data_dir=tmp_path / "data",
-            clickhouse_dsn=f"chdb://{chdb_path}",
-            clickhouse_database=unique("t"),
-            topic_prefix=unique("rs"),
-            partitions=3,
-            token="test-token",
-            port=0,
-        )
-        return base.with_changes(**changes)
+        return isolated_settings(tmp_path / "data", chdb_path, **changes)
 
     return make
 

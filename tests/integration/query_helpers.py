@@ -13,7 +13,7 @@ import orjson
 
 from runstream.events.codec import from_wire_float
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.conftest import isolated_settings
 
 T0 = 1_764_300_000_000
 
@@ -108,16 +108,7 @@ def event(
 
 def make_settings(tmp_path: Path, chdb_path: Path, *, kafka: str | None = None) -> Settings:
     """Settings for one test on the local log (the query tests do not depend on the log)."""
-    return Settings(
-        data_dir=tmp_path / "data",
-        kafka_bootstrap=kafka,
-        clickhouse_dsn=f"chdb://{chdb_path}",
-        clickhouse_database=unique("t"),
-        topic_prefix=unique("rs"),
-        partitions=3,
-        token="test-token",
-        port=0,
-    )
+    return isolated_settings(tmp_path / "data", chdb_path, kafka_bootstrap=kafka)
 
 
 FILE_ID = "0f0c6b5e-1b1a-4b8e-9d5a-9f1d2a3b4c5e"

@@ -29,7 +29,7 @@ from runstream.eventlog.factory import open_event_log
 from runstream.events.partitioning import partition_for_key
 from runstream.gateway.snapshots import GatewayStore
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.conftest import isolated_settings, unique
 from tests.support import RunningServer, event, eventually, points, running_server
 
 
@@ -61,15 +61,8 @@ def shared_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, chdb_path: Path
 ) -> Iterator[RunningServer]:
     kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        kafka_bootstrap=kafka,
-        clickhouse_dsn=f"chdb://{chdb_path}",
-        clickhouse_database=unique("t"),
-        topic_prefix=unique("rs"),
-        partitions=2,
-        token="test-token",
-        port=0,
+    settings = isolated_settings(
+        tmp_path_factory.mktemp("data"), chdb_path, kafka_bootstrap=kafka, partitions=2
     )
     with ServerThread(settings) as server:
         yield server
