@@ -240,6 +240,7 @@ def _pid_alive(pid: int) -> bool:
     """True if pid is a live (non-zombie) Kafka broker JVM."""
     if _reap(pid):
         return False
+    child = _CHILDREN.get(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -253,13 +254,18 @@ def _pid_alive(pid: int) -> bool:
             if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                 # Exited (a zombie). If it is our child, reap it: a killed JVM's leader turns
                 # zombie before its other threads are gone, so wait a little for that.
-                child = _CHILDREN.get(pid)
                 if child is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         child.wait(10)
                         _CHILDREN.pop(pid, None)
                 return False
-            return b"kafka.Kafka" in (proc / "cmdline").read_bytes()
+            if child is not None:
+                # Our own child, not yet reaped: alive. Its cmdline is not a test here: right
+                # after exec it reads empty for a moment (the kernel sets the argument area
+                # after close-on-exec descriptors close, which is when Popen returns).
+                return True
+            cmdline = (proc / "cmdline").read_bytes()
+            return not cmdline or b"kafka.Kafka" in cmdline  # empty: mid-exec, see above
         except (FileNotFoundError, ProcessLookupError, IndexError):
             return False
     return True
