@@ -11,8 +11,11 @@ events a websocket subscriber received. Each comparison gives a ``DeliveryReport
   twice by the summaries queries read);
 - **unseen**: there, but never acknowledged (allowed only where a test says so, e.g.
   a response cut after the server stored the request);
-- **out_of_order**: within one writer of a run, an event placed after an event of
-  a higher ``seq`` (the SDK numbers a run's events in call order).
+- **out_of_order**: within one writer of a run, an event placed after one that was
+  acknowledged later. One SDK process sends a run's events oldest first (its spool
+  is a queue), so its acknowledgements come in ``seq`` order, and the batches of a
+  dead process it adopted before its own; the order of acknowledgement is the
+  order the consumer must keep.
 
 Acknowledgements come from ``RecordingTransport``, a wrapper around the SDK's real
 transport (``Client(config, transport=RecordingTransport(...))``): it records the
@@ -56,7 +59,7 @@ class AckedEvent:
     seq: int
     type: str
     writer: str = ""
-    """Which producer sent it (a process, a fork): ``seq`` orders the events of one writer."""
+    """Which producer sent it (a process, a fork): order is checked among the events of one writer."""
     points: tuple[tuple[str, int], ...] = ()
     """(metric name, step) of each point of a ``metrics.logged`` event."""
 
@@ -144,6 +147,7 @@ class DeliveryLedger:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: dict[str, AckedEvent] = {}
+        self._order: dict[str, int] = {}
         self.acknowledgements = 0
         """How many acknowledgements came in (an event acknowledged twice counts twice)."""
 
@@ -152,7 +156,9 @@ class DeliveryLedger:
         acked = event if isinstance(event, AckedEvent) else AckedEvent.of(event, writer)
         with self._lock:
             self.acknowledgements += 1
-            self._events.setdefault(acked.event_id, acked)
+            if acked.event_id not in self._events:
+                self._events[acked.event_id] = acked
+                self._order[acked.event_id] = len(self._order)
 
     def acknowledge_all(self, events: Iterable[Mapping[str, Any] | AckedEvent], writer: str = "") -> None:
         for event in events:
@@ -210,7 +216,7 @@ class DeliveryLedger:
         expected = {e.event_id: e for e in self.events if e.run_id in runs}
         report = DeliveryReport(where, len(expected))
         seen: Counter[str] = Counter()
-        highest: dict[tuple[str, str], tuple[int, str]] = {}
+        highest: dict[tuple[str, str], tuple[int, AckedEvent]] = {}
         for item in stored:
             if item.run_id not in runs:
                 continue
@@ -224,12 +230,13 @@ class DeliveryLedger:
                 report.note("unseen", f"{item.event_id} (run {item.run_id}, seq {item.seq})")
                 continue
             key = (item.run_id, acked.writer)
+            order = self._order[item.event_id]
             before = highest.get(key)
-            if before is not None and item.seq < before[0]:
-                after = f"seq {item.seq} after seq {before[0]} ({before[1]})"
+            if before is not None and order < before[0]:
+                after = f"seq {item.seq} after seq {before[1].seq} ({before[1].event_id})"
                 report.note("out_of_order", f"{item.event_id} {after}")
             else:
-                highest[key] = (item.seq, item.event_id)
+                highest[key] = (order, acked)
         for event_id, acked in expected.items():
             if not seen[event_id]:
                 report.note("lost", f"{event_id} (run {acked.run_id}, seq {acked.seq}, {acked.type})")

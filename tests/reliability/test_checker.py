@@ -147,3 +147,12 @@ def test_recording_transport_acknowledges_only_delivered_accepted_events(tmp_pat
     again = DeliveryLedger.from_journal(journal, tmp_path / "never-written.jsonl")
     assert again.events == transport.ledger.events
     assert again.points() == {("run-1", "loss", 0), ("run-1", "loss", 2)}
+
+
+def test_order_is_the_order_of_acknowledgement() -> None:
+    """A process that resent a dead one's batches before its own (seq counted again) is in order."""
+    dead, restarted = run_of(10)[5:], run_of(3)
+    ledger = ledger_of(dead + restarted, "restarted")
+    ledger.report_events(stored(dead + restarted), "log").assert_clean()
+    report = ledger.report_events(stored(restarted + dead), "log")
+    assert report.out_of_order == 5
