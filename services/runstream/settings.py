@@ -6,9 +6,10 @@ RUNSTREAM_DATA_DIR            ~/.runstream     local event log, embedded ClickHo
 RUNSTREAM_KAFKA               (unset)          host:port[,host:port]: use Kafka, not the local log
 RUNSTREAM_CLICKHOUSE          chdb:///<data dir>/clickhouse   clickhouse-connect DSN
 RUNSTREAM_CLICKHOUSE_DATABASE runstream        database holding the projections
-RUNSTREAM_TOPIC_PREFIX        runstream        topics are <prefix>.events and <prefix>.deadletter
+RUNSTREAM_TOPIC_PREFIX        runstream        topics <prefix>.events, .deadletter, .tokens
 RUNSTREAM_PARTITIONS          4                partitions of a topic Runstream creates
-RUNSTREAM_TOKEN               (unset)          the server's token; else <data dir>/token, made on first start
+RUNSTREAM_TOKEN               (unset)          the server's admin token; else <data dir>/token (made)
+RUNSTREAM_MAX_SOCKETS_PER_TOKEN 1000         live websockets one token may hold per process
 RUNSTREAM_HOST                127.0.0.1        address the server listens on
 RUNSTREAM_PORT                8555             port the server listens on
 RUNSTREAM_MAX_BODY_BYTES      16777216         largest request body accepted
@@ -57,6 +58,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_event_bytes: int = 900_000
     projector_group: str = field(default="runstream-projector")
+    max_sockets_per_token: int = 1000
 
     @property
     def events_topic(self) -> str:
@@ -65,6 +67,10 @@ class Settings:
     @property
     def deadletter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter"
+
+    @property
+    def tokens_topic(self) -> str:
+        return f"{self.topic_prefix}.tokens"
 
     @property
     def resolved_clickhouse_dsn(self) -> str:
@@ -93,4 +99,5 @@ class Settings:
             port=_int(env, "RUNSTREAM_PORT", 8555, minimum=0),
             max_body_bytes=_int(env, "RUNSTREAM_MAX_BODY_BYTES", 16 * 1024 * 1024),
             max_event_bytes=_int(env, "RUNSTREAM_MAX_EVENT_BYTES", 900_000),
+            max_sockets_per_token=_int(env, "RUNSTREAM_MAX_SOCKETS_PER_TOKEN", 1000),
         )

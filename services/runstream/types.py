@@ -5,10 +5,16 @@ Nothing heavy is imported here, so every layer can depend on this module.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, TypeAlias, TypedDict
 
 JSON: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 JSONObject: TypeAlias = dict[str, Any]
+
+
+DEFAULT_WORKSPACE: Final = "default"
+WORKSPACE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A workspace name (use ``fullmatch``), as the envelope schema's ``workspace`` pattern says."""
 
 
 class Envelope(TypedDict):

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from runstream.auth.middleware import BearerAuthMiddleware
-from runstream.auth.tokens import TokenStore
+from runstream.auth.registry import TokenRegistry
 from runstream.cli.main import studio_url
 from runstream.settings import Settings
 from runstream.studio import studio_routes
@@ -38,7 +38,7 @@ def built(tmp_path: Path) -> Path:
 
 def client_for(dist: Path) -> httpx.AsyncClient:
     app = Starlette(
-        routes=studio_routes(dist), middleware=[Middleware(BearerAuthMiddleware, tokens=TokenStore(["t"]))]
+        routes=studio_routes(dist), middleware=[Middleware(BearerAuthMiddleware, registry=TokenRegistry("t"))]
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://studio")
 

@@ -12,6 +12,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
+from runstream.auth.grants import Role
 from runstream.gateway.connection import GatewayConfig
 from runstream.settings import Settings
 from tests.support import running_server
@@ -53,14 +54,10 @@ async def recv(ws: websockets.ClientConnection, timeout: float = 5.0) -> dict[st
 async def test_a_subscribe_the_token_may_not_read_is_refused_and_the_socket_stays_usable(
     settings: Settings,
 ) -> None:
-    async def only_default(token: str | None, workspace: str) -> bool:
-        assert token == "test-token"
-        return workspace == "default"
-
     async with running_server(settings) as server:
-        server.app.state.runtime.gateway.authorizer = only_default
+        _, token = await server.app.state.runtime.tokens.issue("default", Role.READ)
         async with websockets.connect(
-            f"{server.ws_url}/api/v1/live", additional_headers=server.headers
+            f"{server.ws_url}/api/v1/live", additional_headers={"Authorization": f"Bearer {token}"}
         ) as ws:
             await ws.send('{"op": "subscribe", "sub": "a", "run_id": "r1", "workspace": "secret"}')
             refused = await recv(ws)

@@ -90,10 +90,13 @@ class KafkaEventLog(EventLog):
             raise EventLogClosedError("Kafka event log is not started")
         return self._producer, self._admin
 
-    async def create_topic(self, topic: str, partitions: int) -> None:
+    async def create_topic(self, topic: str, partitions: int, *, compacted: bool = False) -> None:
         _, admin = self._require()
+        configs = {"cleanup.policy": "compact"} if compacted else {}
         try:
-            response = await admin.create_topics([NewTopic(topic, partitions, self.replication_factor)])
+            response = await admin.create_topics(
+                [NewTopic(topic, partitions, self.replication_factor, topic_configs=configs)]
+            )
         except KafkaError as exc:
             raise EventLogError(f"cannot create topic {topic}: {exc}") from exc
         for name, code, *rest in getattr(response, "topic_errors", []):

@@ -176,7 +176,7 @@ class LocalEventLog(EventLog):
             self._waiters.discard(waiter)
 
     # -- topics ----------------------------------------------------------------------------
-    async def create_topic(self, topic: str, partitions: int) -> None:
+    async def create_topic(self, topic: str, partitions: int, *, compacted: bool = False) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be at least 1, got {partitions}")
 

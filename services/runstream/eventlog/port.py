@@ -112,8 +112,12 @@ class EventLog(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def create_topic(self, topic: str, partitions: int) -> None:
-        """Create ``topic`` if it does not exist yet; an existing topic is left as it is."""
+    async def create_topic(self, topic: str, partitions: int, *, compacted: bool = False) -> None:
+        """Create ``topic`` if it does not exist yet; an existing topic is left as it is.
+
+        ``compacted``: the log keeps at least the last record of each key forever
+        (Kafka's ``cleanup.policy=compact``) instead of dropping old records by age.
+        The local log never drops records on its own, so it is the same there."""
 
     @abc.abstractmethod
     async def partitions(self, topic: str) -> int:

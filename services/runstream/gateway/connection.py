@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from runstream.auth.grants import Principal
 from runstream.gateway.protocol import CloseCode, Cursor
 
 if TYPE_CHECKING:
@@ -55,9 +56,10 @@ Outgoing = tuple[bytes, "Subscription | None", Cursor | None]
 
 
 class Connection:
-    def __init__(self, config: GatewayConfig | None = None, token: str | None = None) -> None:
+    def __init__(self, config: GatewayConfig | None = None, principal: Principal | None = None) -> None:
         self.config = config or GatewayConfig()
-        self.token = token
+        self.principal = principal
+        """Who the socket's token is; None only where no authentication runs (unit tests)."""
         self.state = ConnectionState.OPEN
         self.subscriptions: dict[str, Subscription] = {}
         self.frames: deque[Outgoing] = deque()

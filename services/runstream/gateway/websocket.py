@@ -1,9 +1,10 @@
 """``/api/v1/live``: the websocket endpoint of the gateway (the protocol is in ``PROTOCOL.md``).
 
 The bearer token is checked at the handshake by ``BearerAuthMiddleware``; each
-subscribe is then checked by an ``Authorizer`` (may this connection's token read
-this workspace?). One task reads the client's messages, one writes the
-connection's queue to the socket; a watchdog sends every connection a
+subscribe is then checked against the token's workspace (a token of workspace A
+gets a ``forbidden`` error frame for anything of B, and the socket stays usable),
+and when a token is revoked its sockets are closed with 1008. One task reads the
+client's messages, one writes the connection's queue to the socket; a watchdog sends every connection a
 heartbeat each ``heartbeat_interval`` and closes the ones that sent nothing
 (not even the ``pong`` answering a heartbeat) for ``idle_timeout``.
 """
@@ -20,7 +21,8 @@ import orjson
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from runstream.auth.middleware import bearer_token
+from runstream.auth.grants import Principal
+from runstream.auth.middleware import PRINCIPAL_KEY
 from runstream.gateway.connection import Connection, ConnectionState, GatewayConfig
 from runstream.gateway.hub import LiveHub
 from runstream.gateway.protocol import (
@@ -39,13 +41,13 @@ from runstream.gateway.protocol import (
 
 log = logging.getLogger("runstream.gateway")
 
-Authorizer = Callable[[str | None, str], Awaitable[bool]]
-"""``(token, workspace) -> allowed``: whether a connection's token may read a workspace."""
+Authorizer = Callable[[Principal | None, str], Awaitable[bool]]
+"""``(principal, workspace) -> allowed``: whether a connection may read a workspace."""
 
 
-async def allow_every_workspace(token: str | None, workspace: str) -> bool:
-    """Tokens are not scoped to workspaces yet: a valid token reads them all."""
-    return True
+async def allow_the_tokens_workspace(principal: Principal | None, workspace: str) -> bool:
+    """A token reads its own workspace (or every one, for ``*``)."""
+    return principal is not None and principal.may_access(workspace)
 
 
 class GatewayService:
@@ -54,7 +56,7 @@ class GatewayService:
         hub: LiveHub,
         *,
         config: GatewayConfig | None = None,
-        authorizer: Authorizer = allow_every_workspace,
+        authorizer: Authorizer = allow_the_tokens_workspace,
     ) -> None:
         self.hub = hub
         self.config = config or GatewayConfig()
@@ -71,6 +73,12 @@ class GatewayService:
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch(), name="runstream-gateway-watchdog")
 
+    def token_revoked(self, token_id: str) -> None:
+        """Close every socket of a token that was just revoked."""
+        for connection in list(self.connections):
+            if connection.principal is not None and connection.principal.token_id == token_id:
+                connection.close(CloseCode.POLICY_VIOLATION, f"token {token_id} was revoked")
+
     async def close(self) -> None:
         for connection in list(self.connections):
             connection.close(CloseCode.GOING_AWAY, "gateway shutting down; reconnect with your cursors")
@@ -84,7 +92,8 @@ class GatewayService:
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        connection = Connection(self.config, bearer_token(scope))
+        principal = scope.get(PRINCIPAL_KEY)
+        connection = Connection(self.config, principal if isinstance(principal, Principal) else None)
         self.connections.add(connection)
         sender = asyncio.create_task(self._send_loop(send, connection))
         try:
@@ -168,7 +177,7 @@ class GatewayService:
                 )
             )
             return
-        if not await self.authorizer(connection.token, request.workspace):
+        if not await self.authorizer(connection.principal, request.workspace):
             connection.push_control(
                 error_frame(
                     f"workspace: this token may not read workspace {request.workspace!r}",

@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from runstream.auth.grants import Principal
+from runstream.auth.middleware import principal_of
 from runstream.errors import EventLogError, EventValidationError
 from runstream.eventlog.port import EventLog
 from runstream.events.codec import encode_event
@@ -68,7 +70,7 @@ class IngestService:
                 "too many events",
                 f"a request holds at most {MAX_EVENTS_PER_REQUEST} events; got {len(data)}",
             )
-        accepted, rejected = self.validate_all(data)
+        accepted, rejected = self.validate_all(data, principal_of(request.scope))
         try:
             positions = await self.log.append(
                 self.events_topic, [(key, value) for _, _, key, value in accepted]
@@ -86,13 +88,16 @@ class IngestService:
         return JSONResponse(result, status_code=status)
 
     def validate_all(
-        self, data: list[Any]
+        self, data: list[Any], principal: Principal
     ) -> tuple[list[tuple[int, str, bytes, bytes]], list[dict[str, Any]]]:
+        """Split ``data`` into the events to append and the rejections; an event of a
+        workspace the token may not write to is rejected like a schema error."""
         accepted: list[tuple[int, str, bytes, bytes]] = []
         rejected: list[dict[str, Any]] = []
         for index, item in enumerate(data):
             try:
                 event = self.validator.validate(item)
+                check_scope(principal, event["workspace"])
                 value = encode_event(event)
                 check_size("event", len(value), self.max_event_bytes)
             except EventValidationError as exc:
@@ -107,3 +112,14 @@ class IngestService:
                 continue
             accepted.append((index, event["event_id"], event["run_id"].encode(), value))
         return accepted, rejected
+
+
+def check_scope(principal: Principal, workspace: str) -> None:
+    """Refuse an event of a workspace the token may not write to, naming both."""
+    if not principal.may_access(workspace):
+        raise EventValidationError(
+            "workspace",
+            "token-scope",
+            f"workspace: this token writes to workspace {principal.workspace!r} only; got {workspace[:80]!r}",
+            workspace,
+        )

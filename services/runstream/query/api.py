@@ -1,7 +1,8 @@
 """The query API: read endpoints over the projections, under ``/api/v1``.
 
 Every input is bound as a query parameter, never spliced into SQL. Every endpoint
-takes ``workspace`` (default ``default``). A bad parameter is answered with 400 and
+takes ``workspace`` (default ``default``); a token scoped to another workspace gets
+403. A bad parameter is answered with 400 and
 ``{"error": "bad parameter", "parameter": name, "detail": why}``; what the path names
 and does not exist with 404. Timestamps are ISO 8601 in UTC; metric values are
 numbers or, when not finite, the strings ``"NaN"``, ``"Infinity"`` and
@@ -12,7 +13,7 @@ numbers or, when not finite, the strings ``"NaN"``, ``"Infinity"`` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -21,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from runstream.auth.grants import ForbiddenError
+from runstream.auth.middleware import principal_of
 from runstream.errors import StoreError
 from runstream.http import BodyTooLargeError, JSONResponse, error_response, read_capped_body
 from runstream.query import params
@@ -38,6 +41,13 @@ MAX_COMPARE_BODY = 64 * 1024
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def scoped_workspace(request: Request, query: Mapping[str, str]) -> str:
+    """The workspace a request names (``workspace``, default ``default``), if its token may read it."""
+    workspace = params.workspace(query)
+    principal_of(request.scope).require_workspace(workspace)
+    return workspace
+
+
 def answers(handler: Endpoint) -> Endpoint:
     """Turn the query errors into their HTTP answers."""
 
@@ -48,6 +58,8 @@ def answers(handler: Endpoint) -> Endpoint:
             return error_response(400, "bad parameter", exc.detail, parameter=exc.parameter)
         except NotFoundError as exc:
             return error_response(404, "not found", str(exc))
+        except ForbiddenError as exc:
+            return error_response(403, "forbidden", str(exc))
         except CorruptFileError as exc:
             log.error("query: stored file is corrupt: %s", exc)
             return error_response(500, "corrupt file", str(exc))
@@ -87,17 +99,17 @@ class QueryService:
 
     @staticmethod
     def _run(request: Request) -> tuple[str, str]:
-        return params.workspace(request.query_params), params.run_id(request.path_params["run_id"])
+        return scoped_workspace(request, request.query_params), params.run_id(request.path_params["run_id"])
 
     async def get_openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
 
     async def get_experiments(self, request: Request) -> Response:
-        ws = params.workspace(request.query_params)
+        ws = scoped_workspace(request, request.query_params)
         return JSONResponse({"workspace": ws, "experiments": await self.run_queries.experiments(ws)})
 
     async def get_runs_table(self, request: Request) -> Response:
-        ws = params.workspace(request.query_params)
+        ws = scoped_workspace(request, request.query_params)
         experiment = request.path_params["experiment"]
         return JSONResponse(await self.run_queries.runs_table(ws, experiment, request.query_params))
 
@@ -149,7 +161,7 @@ class QueryService:
         query: Any = request.query_params
         if request.method == "POST":
             query = await self._compare_body(request)
-        ws = params.workspace(query)
+        ws = scoped_workspace(request, query)
         return JSONResponse(await self.series.compare(ws, query))
 
     @staticmethod
@@ -179,9 +191,9 @@ class QueryService:
         return MultiDict(merged)
 
     async def get_compute(self, request: Request) -> Response:
-        ws = params.workspace(request.query_params)
+        ws = scoped_workspace(request, request.query_params)
         return JSONResponse({"workspace": ws, "targets": await self.compute.targets(ws)})
 
     async def get_compute_target(self, request: Request) -> Response:
-        ws = params.workspace(request.query_params)
+        ws = scoped_workspace(request, request.query_params)
         return JSONResponse((await self.compute.targets(ws, only=request.path_params["name"]))[0])

@@ -20,8 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from runstream.auth.api import TokenAdmin
 from runstream.auth.middleware import BearerAuthMiddleware
-from runstream.auth.tokens import TokenStore, load_or_create_token
+from runstream.auth.registry import TokenRegistry
+from runstream.auth.tokens import load_or_create_token
 from runstream.errors import RunstreamError
 from runstream.eventlog.factory import open_event_log
 from runstream.eventlog.port import EventLog
@@ -60,6 +62,7 @@ class Runtime:
     token: str
     token_created: bool
     log: EventLog
+    tokens: TokenRegistry
     store: ProjectionStore | None = None
     projector: Projector | None = None
     hub: LiveHub | None = None
@@ -78,12 +81,13 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
     wanted = frozenset(services)
     token, created = resolve_token(settings)
     event_log = open_event_log(settings)
-    runtime = Runtime(settings, wanted, token, created, event_log)
+    registry = TokenRegistry(token, event_log, settings.tokens_topic)
+    runtime = Runtime(settings, wanted, token, created, event_log, registry)
     needs_store = bool(wanted & {Service.PROJECTOR, Service.QUERY, Service.GATEWAY})
     if needs_store:
         runtime.store = ProjectionStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
 
-    routes: list[BaseRoute] = [Route("/healthz", _health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", _health, methods=["GET"]), *TokenAdmin(registry).routes()]
     if Service.INGEST in wanted:
         routes += IngestService(
             event_log,
@@ -104,6 +108,7 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
             )
         runtime.hub = LiveHub(event_log, settings.events_topic, store=snapshots)
         runtime.gateway = GatewayService(runtime.hub)
+        registry.on_revoke(runtime.gateway.token_revoked)
         routes += runtime.gateway.routes()
     if Service.QUERY in wanted:
         routes += studio_routes()  # the web UI, served beside the API it reads
@@ -119,7 +124,11 @@ def create_app(settings: Settings, services: Collection[Service] = ALL_SERVICES)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(BearerAuthMiddleware, tokens=TokenStore([token]))],
+        middleware=[
+            Middleware(
+                BearerAuthMiddleware, registry=registry, max_sockets_per_token=settings.max_sockets_per_token
+            )
+        ],
     )
     app.state.runtime = runtime
     return app
@@ -134,6 +143,7 @@ async def _start(runtime: Runtime) -> None:
     await runtime.log.start()
     await runtime.log.create_topic(settings.events_topic, settings.partitions)
     await runtime.log.create_topic(settings.deadletter_topic, settings.partitions)
+    await runtime.tokens.start()
     if runtime.store is not None:
         await runtime.store.start()
         runtime.tasks.append(asyncio.create_task(_follow_generations(runtime.store), name="generations"))
@@ -188,4 +198,5 @@ async def _stop(runtime: Runtime) -> None:
         await runtime.hub.close()
     if runtime.store is not None:
         await runtime.store.close()
+    await runtime.tokens.close()
     await runtime.log.close()
