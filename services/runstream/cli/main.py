@@ -4,7 +4,8 @@
     runstream ingest|query|gateway|projector [same options]     one service alone
     runstream migrate                                           apply the ClickHouse DDL
     runstream replay [--drop-previous]                          rebuild every projection from the log
-    runstream token                                             print the embedded token
+    runstream token                                             print the server's own (admin) token
+    runstream tokens create|list|revoke                         tokens scoped to a workspace and a role
     runstream tail RUN_ID                                       follow a run's output; exit with its outcome
     runstream runs --compute NAME [--watch]                     queued and active runs of a compute target
 
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from runstream.cli import tokens
 from runstream.settings import Settings
 
 SERVICE_COMMANDS = {
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token = commands.add_parser("token", help="print the server token (created if missing)")
     token.add_argument("--data-dir", type=Path)
+    tokens.add_parser(commands)
     tail = commands.add_parser(
         "tail", help="follow a run's log lines and status live; exit 0 completed, 1 failed, 130 canceled"
     )
@@ -165,6 +168,8 @@ async def _replay(settings: Settings, *, drop_previous: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "tokens":
+        return tokens.run(args)
     if args.command in ("tail", "runs"):
         from runstream.widgets import terminal
 
