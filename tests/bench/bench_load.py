@@ -30,8 +30,8 @@ It prints:
   took to catch up once the load stopped; whether every point logged is in ClickHouse.
 
 Fast subscribers watch one run each (spread over the runs, ``snapshot: false``, every
-event). A slow subscriber is a dashboard over ``--slow-runs`` (10) runs reading at most
-``--slow-bytes-per-s`` (16 KiB/s) through a 16 KiB receive buffer: it falls behind
+event). A slow subscriber is a dashboard over ``--slow-runs`` (20) runs reading at most
+``--slow-bytes-per-s`` (8 KiB/s) through a 16 KiB receive buffer: it falls behind
 within seconds, so the gateway must tell it to ``resync`` (its queue is bounded) rather
 than hold memory for it or slow the others; it subscribes again with its cursor, as the
 protocol says.
@@ -513,8 +513,8 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=10.0, help="steps per second per job")
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--slow-fraction", type=float, default=0.1)
-    parser.add_argument("--slow-runs", type=int, default=10, help="runs each slow subscriber watches")
-    parser.add_argument("--slow-bytes-per-s", type=float, default=16 * 1024)
+    parser.add_argument("--slow-runs", type=int, default=20, help="runs each slow subscriber watches")
+    parser.add_argument("--slow-bytes-per-s", type=float, default=8 * 1024)
     parser.add_argument("--adapter", choices=["kafka", "local", "both"], default="both")
     parser.add_argument("--kafka", default=None, help="HOST:PORT of a running broker (else one is started)")
     parser.add_argument("--kafka-port", type=int, default=None, help="port of the broker started (free one)")

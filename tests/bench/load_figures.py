@@ -180,19 +180,29 @@ def figures_of(results: list[LoadResult], args: argparse.Namespace, prefix: str)
             )
         )
     summaries = []
-    for r in results:
+    for n, r in enumerate(results):
         series = memory_series(r)
         window = min(60.0, args.duration / 5)
         flat = {name: flatness(points, warm, args.duration, window) for name, points in series.items()}
+        load = f" (load {n + 1})" if len(results) > 1 else ""
         for name, points in series.items():
             mib = [m for t, m in points if 0 <= t <= args.duration]
-            if mib:
+            if not mib:
+                continue
+            figures.append(
+                report.figure(
+                    f"{prefix}RSS {name}{load}", "MiB", mib, higher_is_better=False,
+                    note=f"sampled every {args.sample_interval:g} s during the load",
+                )
+            )  # fmt: skip
+            if flat[name]:
                 f = flat[name]
                 figures.append(
                     report.figure(
-                        f"{prefix}RSS {name}", "MiB", mib, higher_is_better=False,
-                        note=f"every {args.sample_interval:g} s; median of the last {window:g} s / first "
-                        f"{window:g} s = {f.get('ratio')}",
+                        f"{prefix}RSS {name}{load}, last {window:g} s / first {window:g} s", "ratio",
+                        [f["ratio"]], higher_is_better=False,
+                        note=f"medians {f['first_mib']} -> {f['last_mib']} MiB; 1.0 is flat "
+                        f"(first window after the {warm:g} s warmup)",
                     )
                 )  # fmt: skip
         print_memory(series, max(args.sample_interval, 10.0) if args.duration > 60 else args.sample_interval)
@@ -221,6 +231,8 @@ def figures_of(results: list[LoadResult], args: argparse.Namespace, prefix: str)
                 "slow_frames": len(r.slow["received_ms"]) if r.slow else 0,
                 "slow_resyncs": r.slow["resyncs"] if r.slow else 0,
                 "slow_errors": r.slow["errors"] if r.slow else {},
+                "fast_streams": _merge([p["streams"] for p in r.fast]),
+                "slow_streams": r.slow["streams"] if r.slow else {},
                 "poll_failures": r.poll_failures,
                 "cpu_cores": {name: round(c, 2) for name, c in r.cpu.items()},
                 "load_generator_cpu_cores": {

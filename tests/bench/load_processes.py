@@ -134,6 +134,21 @@ class Received:
     errors: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     """Frames whose cursor was not after the subscription's previous one."""
+    seqs: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    """Per (subscriber, subscription): [events received, first seq, last seq]; a run's producer
+    ``seq`` counts its events from 0 with no hole, so a gap shows as fewer events than seqs."""
+    ended: int = 0
+    """Subscriptions that received their run's ``run.completed``."""
+
+    def summary(self) -> dict[str, int]:
+        """Events received, events missing between the first and last seq, late starts."""
+        return {
+            "events": sum(count for count, _, _ in self.seqs.values()),
+            "missing": sum(last - first + 1 - count for count, first, last in self.seqs.values()),
+            "started_after_seq_0": sum(1 for _, first, _ in self.seqs.values() if first > 0),
+            "subscriptions_with_events": len(self.seqs),
+            "saw_run_completed": self.ended,
+        }
 
 
 class LoadSubscriber(asyncio.Protocol):
@@ -248,8 +263,14 @@ class LoadSubscriber(asyncio.Protocol):
             sub, cursor = message["sub"], message["cursor"]
             if cursor <= self.cursors.get(sub, -1):
                 received.duplicates += 1
+                return
             self.cursors[sub] = cursor
             event = message["event"]
+            seen = received.seqs.setdefault((self.index, sub), [0, event["seq"], event["seq"]])
+            seen[0] += 1
+            seen[2] = max(seen[2], event["seq"])
+            if event["type"] == "run.completed":
+                received.ended += 1
             if event["type"] == "metrics.logged":
                 received.index.append(self.index)
                 received.received_ms.append(at)
@@ -319,6 +340,7 @@ async def subscribers_main(args: argparse.Namespace, plan: list[dict[str, Any]])
         "resyncs": received.resyncs,
         "errors": received.errors,
         "duplicates": received.duplicates,
+        "streams": received.summary(),
         "cpu_s": cpu,
     }
     await asyncio.to_thread(out.write_bytes, orjson.dumps(body))
