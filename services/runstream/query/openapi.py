@@ -130,6 +130,41 @@ def _paths() -> JSONObj:
                 },
             }
         },
+        "/api/v1/tokens": {
+            "get": get(
+                "Every token grant an admin token may see (never a token or its digest).",
+                [],
+                {
+                    **ok("Grants.", {"type": "object", "properties": {"tokens": {"type": "array"}}}),
+                    **errors(),
+                },
+                tag="tokens",
+            ),
+            "post": {
+                "summary": "Issue a token scoped to a workspace and a role (admin); the token is shown once.",
+                "tags": ["tokens"],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": TOKEN_REQUEST}},
+                },
+                "responses": {
+                    "201": {"description": "The grant and its `token`."},
+                    "400": {"description": "A field breaks its rule; `parameter` names it."},
+                    "403": {"description": "Not an admin token, or another workspace."},
+                },
+            },
+        },
+        "/api/v1/tokens/{token_id}": {
+            "delete": {
+                "summary": "Revoke a token: from then on it gets 401 and its live sockets are closed.",
+                "tags": ["tokens"],
+                "parameters": [param("token_id", "path", "The grant id.", {"type": "string"})],
+                "responses": {
+                    "200": {"description": "The revoked grant."},
+                    "404": {"description": "No such token (or not one this admin token may see)."},
+                },
+            }
+        },
         "/api/v1/projection/wait": {
             "get": get(
                 "Wait until the projections hold the given log positions (read-your-writes).",
@@ -421,6 +456,19 @@ def _paths() -> JSONObj:
     }
 
 
+TOKEN_REQUEST: JSONObj = {
+    "type": "object",
+    "required": ["workspace", "role"],
+    "additionalProperties": False,
+    "properties": {
+        "workspace": {"type": "string", "description": "A workspace name, or `*` for every workspace."},
+        "role": {"enum": ["read", "ingest", "admin"]},
+        "name": {"type": "string", "maxLength": 200},
+        "expires_in": {"type": "number", "exclusiveMinimum": 0, "description": "Lifetime in seconds."},
+    },
+}
+
+
 @cache
 def openapi_document() -> JSONObj:
     return {
@@ -430,8 +478,9 @@ def openapi_document() -> JSONObj:
             "version": "1",
             "description": (
                 "Live tracking of machine-learning runs. Every request needs "
-                "`Authorization: Bearer <token>`. The websocket `/api/v1/live` (a run's events from a "
-                "cursor) is described in the README."
+                "`Authorization: Bearer <token>`, a token scoped to a workspace and a role (read, "
+                "ingest, admin); another workspace gets 403. The websocket `/api/v1/live` (a run's "
+                "events from a cursor) is described in the README."
             ),
         },
         "servers": [{"url": "/"}],
