@@ -233,6 +233,13 @@ async def _read_clickhouse(hub: LiveHub, sub: Subscription, partition: int, star
     applied = await store.wait_applied(partition, stop, PROJECTOR_WAIT)
     if applied < stop:
         raise CursorUnavailableError(f"{where}, and ClickHouse holds that partition only before {applied}")
+    try:
+        first = await store.first_held_offset(partition)
+    except StoreError as exc:
+        raise CursorUnavailableError(f"{where}, and ClickHouse cannot be read: {exc}") from exc
+    if first is None or first > start:
+        held = "nothing of that partition" if first is None else f"that partition only from offset {first}"
+        raise CursorUnavailableError(f"{where}, and ClickHouse holds {held}")
     request = sub.request
     async for page in store.raw_events(
         request.kind, request.workspace, request.target, partition, start, stop

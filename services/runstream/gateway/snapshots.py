@@ -76,6 +76,10 @@ WHERE topic = {topic:String} AND `partition` = {partition:UInt32}
   AND `offset` >= {start:UInt64} AND `offset` < {stop:UInt64} AND workspace = {workspace:String}
 """
 _RAW_PAGE = "ORDER BY `offset` LIMIT 1 BY `offset` LIMIT {limit:UInt32}"
+_FIRST_HELD = """
+SELECT min(`offset`), count() FROM raw_events
+WHERE topic = {topic:String} AND `partition` = {partition:UInt32}
+"""
 _RAW_EVENTS = {
     Kind.RUN: _RAW_SELECT + " AND run_id = {target:String} " + _RAW_PAGE,
     Kind.EXPERIMENT: _RAW_SELECT + " AND experiment = {target:String} " + _RAW_PAGE,
@@ -157,6 +161,18 @@ class GatewayStore:
             rows = await self.store.query(_HAS_RAW_EVENTS)
             self._raw_events = bool(rows and rows[0][0])
         return self._raw_events
+
+    async def first_held_offset(self, partition: int) -> int | None:
+        """The oldest offset of ``partition`` that ``raw_events`` still holds (None: nothing).
+
+        Below it, ClickHouse cannot give a subscription its events: they were never
+        projected into this generation (a replay after the log's retention) or its own
+        retention removed them.
+        """
+        rows = await self.store.query(_FIRST_HELD, {"topic": self.topic, "partition": partition})
+        if not rows or not int(rows[0][1]):
+            return None
+        return int(rows[0][0])
 
     async def raw_events(
         self, kind: Kind, workspace: str, target: str, partition: int, start: int, stop: int, page: int = 2000
