@@ -144,3 +144,47 @@ async def test_documented_view_columns(tmp_path: Path, chdb_path: Path, view: st
     finally:
         await store.close()
     assert [r[0] for r in rows] == documented[1].split()
+
+
+def analyst_profile_settings() -> str:
+    """The ``SETTINGS`` of the analysts' settings profile in the deployment notes."""
+    [block] = sql_blocks(ROOT / "infra" / "clickhouse" / "README.md", "Read-only access for analysts")
+    profile = next(s for s in statements(block) if s.startswith("CREATE SETTINGS PROFILE"))
+    found = re.search(r"PROFILE\s+(?:IF NOT EXISTS\s+)?\S+\s+SETTINGS\s+(.*?)\s+TO\s", profile, re.S)
+    assert found is not None, profile
+    return " ".join(found[1].split())
+
+
+async def test_the_analyst_profile_makes_the_engine_refuse_writes_and_bound_queries(
+    tmp_path: Path, chdb_path: Path
+) -> None:
+    """The profile's settings, applied to each query on the embedded engine (which has no
+    users): reads of the views answer, every write and DDL is refused, results are bounded."""
+    profile = analyst_profile_settings()
+    assert "readonly = 2" in profile and "max_result_rows" in profile and "max_execution_time" in profile
+    settings = make_settings(tmp_path, chdb_path)
+    store = ProjectionStore(settings.resolved_clickhouse_dsn, settings.clickhouse_database)
+    await store.start()
+    front = settings.clickhouse_database
+    try:
+        rows = await store.query(f"SELECT count() FROM {front}.analytics_runs SETTINGS {profile}")
+        assert rows == [(0,)]
+        for write in (
+            f"INSERT INTO {store.database}.runs (run_id) SETTINGS {profile} VALUES ('x')",
+            f"CREATE TABLE {front}.stolen (x UInt8) ENGINE = Memory SETTINGS {profile}",
+            f"DROP VIEW {front}.analytics_runs SETTINGS {profile}",
+            f"ALTER TABLE {store.database}.runs DELETE WHERE 1 SETTINGS {profile}",
+        ):
+            with pytest.raises(StoreError, match=r"READONLY|readonly"):
+                await store.command(write)
+        assert await store.query(f"SELECT count() FROM {front}.analytics_runs") == [(0,)]
+        limit = int(re.search(r"max_result_rows = (\d+)", profile)[1])  # type: ignore[index]
+        with pytest.raises(StoreError, match="TOO_MANY_ROWS_OR_BYTES"):
+            await store.query(f"SELECT number FROM numbers({limit + 1}) SETTINGS {profile}")
+        with pytest.raises(StoreError, match="TIMEOUT_EXCEEDED"):
+            await store.query(
+                "SELECT sleepEachRow(0.2) FROM numbers(20)"
+                f" SETTINGS {profile}, max_execution_time = 1, max_block_size = 1"
+            )
+    finally:
+        await store.close()
