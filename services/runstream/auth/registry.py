@@ -10,7 +10,6 @@ are on the topic; the server's own token is never written anywhere but its file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from runstream.auth.grants import (
     token_id_of,
 )
 from runstream.errors import AuthError, EventLogError
-from runstream.eventlog.port import EventLog, LogConsumer, LogRecord
+from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, stop_reading
 
 log = logging.getLogger("runstream.auth")
 
@@ -80,13 +79,8 @@ class TokenRegistry:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.close()
+        await stop_reading(task, consumer)
 
     async def _follow(self) -> None:
         assert self._consumer is not None

@@ -21,6 +21,8 @@ the embedded default). Semantics shared by both:
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -160,3 +162,13 @@ class EventLog(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def stop_reading(task: asyncio.Task[None] | None, consumer: LogConsumer | None) -> None:
+    """Cancel the task that follows a consumer, wait for it, then close the consumer."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if consumer is not None:
+        await consumer.close()

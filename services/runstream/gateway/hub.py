@@ -21,7 +21,6 @@ bounded and a slow client never delays the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, TopicPartition
+from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, TopicPartition, stop_reading
 from runstream.gateway.catchup import start_subscription
 from runstream.gateway.connection import Connection
 from runstream.gateway.feeds import (
@@ -140,13 +139,8 @@ class LiveHub:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.close()
+        await stop_reading(task, consumer)
 
     async def _tail(self) -> None:
         assert self._consumer is not None
