@@ -44,7 +44,7 @@ def gunzip_capped(data: bytes, limit: int) -> bytes:
 
 
 async def read_capped_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing it as soon as it is known to exceed ``limit`` bytes."""
+    """The request body (UTF-8), refusing it as soon as it is known to exceed ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(limit)
@@ -58,7 +58,19 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     body = b"".join(chunks)
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding == "gzip":
-        return gunzip_capped(body, limit)
-    if encoding != "identity":
+        body = gunzip_capped(body, limit)
+    elif encoding != "identity":
         raise ValueError(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    check_utf8(body)
     return body
+
+
+def check_utf8(body: bytes) -> None:
+    """Refuse a body that is not UTF-8 (JSON must be), naming the first bad byte and its offset."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        byte = body[bad.start : bad.start + 1].hex()
+        raise ValueError(
+            f"the body is not valid UTF-8: {bad.reason} (byte 0x{byte}) at byte {bad.start}"
+        ) from None

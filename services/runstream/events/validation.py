@@ -120,7 +120,7 @@ class EventValidator:
             raise EventValidationError(
                 "type",
                 "enum",
-                f"unknown event type {shorten(event_type)}; known types: {known}",
+                f"type: unknown event type {shorten(event_type)}; known types: {known}",
                 event_type,
             )
         if not payload_validator.is_valid(data["payload"]):

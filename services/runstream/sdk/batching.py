@@ -2,7 +2,8 @@
 
 The logging calls append small tuples (cheap on the training loop's thread); the
 sender thread turns them into events here: consecutive points of one run become
-one ``metrics.logged`` event, consecutive output lines one ``logs.appended``,
+one ``metrics.logged`` event, consecutive output lines one ``logs.appended`` (at
+most 1,000 lines or 512 KiB of text, so no event nears Kafka's message limit),
 everything else one event each. Per run, events keep the order of the calls and
 get increasing ``seq`` numbers.
 """
@@ -14,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from runstream.sdk.values import wire
 
 POINT = 0
@@ -22,6 +25,8 @@ EVENT = 2
 
 MAX_POINTS_PER_EVENT = 2000
 MAX_LINES_PER_EVENT = 1000
+MAX_LINE_BYTES_PER_EVENT = 512 * 1024
+"""Encoded text one ``logs.appended`` event holds at most: far below Kafka's 1 MiB message limit."""
 
 Record = tuple[Any, ...]
 """(POINT, ref, name, value, step, ts), (LINE, ref, stream, line_no, text, ts)
@@ -64,6 +69,7 @@ def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
     out: list[tuple[RunRef, dict[str, Any]]] = []
     open_points: dict[int, list[dict[str, Any]]] = {}
     open_lines: dict[int, list[dict[str, Any]]] = {}
+    line_bytes: dict[int, int] = {}
     refs: dict[int, RunRef] = {}
 
     def close(key: int) -> None:
@@ -72,6 +78,7 @@ def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
         if points:
             out.append((ref, envelope(ref, "metrics.logged", {"points": points}, points[-1]["ts"])))
         lines = open_lines.pop(key, None)
+        line_bytes.pop(key, None)
         if lines:
             out.append((ref, envelope(ref, "logs.appended", {"lines": lines}, lines[-1]["ts"])))
 
@@ -107,8 +114,12 @@ def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
         if kind == LINE:
             if key in open_points:
                 close(key)
+            size = len(orjson.dumps(record[4])) + 80
+            if line_bytes.get(key, 0) + size > MAX_LINE_BYTES_PER_EVENT:
+                close(key)
             lines = open_lines.setdefault(key, [])
             lines.append({"stream": record[2], "line_no": record[3], "text": record[4], "ts": record[5]})
+            line_bytes[key] = line_bytes.get(key, 0) + size
             if len(lines) >= MAX_LINES_PER_EVENT:
                 close(key)
         else:

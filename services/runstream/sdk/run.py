@@ -150,12 +150,16 @@ class Run:
     def set_tags(self, **tags: Any) -> None:
         check_open(self.run_id, self._status)
         if tags:
-            self._event("run.tags_set", {"tags": check_tags(tags)})
+            payload = {"tags": check_tags(tags)}
+            self._check_size("tags", payload)
+            self._event("run.tags_set", payload)
 
     def set_properties(self, **properties: Any) -> None:
         check_open(self.run_id, self._status)
         if properties:
-            self._event("run.properties_set", {"properties": check_properties(properties)})
+            payload = {"properties": check_properties(properties)}
+            self._check_size("properties", payload)
+            self._event("run.properties_set", payload)
 
     def upload_file(self, path: str | Path, name: str | None = None) -> None:
         """Upload a file as an output of the run (stored with the run, downloadable)."""
@@ -306,7 +310,8 @@ class Run:
 
     def get_portal_url(self) -> str:
         """Where the run's page is in the studio."""
-        return f"{self._client.config.api}/runs/{self.run_id}"
+        page = f"{self._client.config.api}/runs/{self.run_id}"
+        return page if self.workspace == "default" else f"{page}?workspace={self.workspace}"
 
     def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> str:
         """Block until the run ends (pushed over the websocket, not polled); returns its status.
