@@ -231,7 +231,9 @@ class LocalEventLog(EventLog):
                     positions.append(LogPosition(topic, partition, offset))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may have rolled back already (e.g. SQLITE_FULL): keep the real cause.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             return positions
 
@@ -303,7 +305,9 @@ class LocalEventLog(EventLog):
                     )
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite may have rolled back already (e.g. SQLITE_FULL): keep the real cause.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
         await self._run(delete)

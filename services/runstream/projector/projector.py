@@ -145,6 +145,14 @@ class Projector:
             for tp, offset in self._applied.items():
                 committed = await consumer.committed(tp)
                 if committed is None or committed < offset:
+                    log.info(
+                        "projector: %s/%d resumes at offset %d recorded in ClickHouse"
+                        " (committed on the log: %s)",
+                        tp.topic,
+                        tp.partition,
+                        offset,
+                        committed,
+                    )
                     await consumer.seek(tp, offset)
             while not self._stop.is_set():
                 if self._store.generation != self._generation:

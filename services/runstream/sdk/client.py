@@ -51,6 +51,8 @@ class Client:
             config.uri, config.token, topic_prefix=config.topic_prefix
         )
         self._buffer: deque[Record] = deque()
+        self._unspooled: deque[list[dict[str, Any]]] = deque()
+        """Batches built from the buffer that the spool could not take yet (e.g. its disk is full)."""
         self._cond = threading.Condition()
         self._spool = Spool(config.spool_dir)
         self._validator = EventValidator()
@@ -98,7 +100,8 @@ class Client:
                 self._flush_requested = True
                 self._backoff_until = min(self._backoff_until, time.monotonic() + 0.05)
                 self._cond.notify_all()
-            if not self._buffer and not self._in_flight and self._spool.pending()[0] == 0:
+            idle = not self._buffer and not self._unspooled and not self._in_flight
+            if idle and self._spool.pending()[0] == 0:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -116,6 +119,7 @@ class Client:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._in_flight = False
+        self._unspooled = deque()
         self._cycle_lock = threading.Lock()
         self._thread = None
         self._transport = None
@@ -140,7 +144,10 @@ class Client:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._buffer and not self._flush_requested and not self._closing:
+                if self._unspooled and not self._closing:
+                    # The spool failed: retry it after the backoff, not in a hot loop.
+                    self._cond.wait(max(self._backoff_until - time.monotonic(), self.config.flush_interval))
+                elif not self._buffer and not self._flush_requested and not self._closing:
                     self._cond.wait(self.config.flush_interval)
                 self._flush_requested = False
                 self._in_flight = True
@@ -158,6 +165,12 @@ class Client:
                 return
 
     def _spool_buffer(self) -> None:
+        """Move the buffer into the spool; what the spool cannot take waits for the next cycle.
+
+        While the spool fails (``SpoolError``) the buffer is left alone, so it fills up
+        to ``max_buffered`` and logging calls wait: nothing logged is dropped.
+        """
+        self._spool_unspooled()
         records: list[Record] = []
         buffer = self._buffer
         while buffer:
@@ -174,8 +187,14 @@ class Client:
                 continue
             events.append(event)
         for start in range(0, len(events), MAX_EVENTS_PER_BATCH):
-            chunk = events[start : start + MAX_EVENTS_PER_BATCH]
+            self._unspooled.append(events[start : start + MAX_EVENTS_PER_BATCH])
+        self._spool_unspooled()
+
+    def _spool_unspooled(self) -> None:
+        while self._unspooled:
+            chunk = self._unspooled[0]
             self._spool.put(orjson.dumps(chunk), len(chunk))
+            self._unspooled.popleft()
 
     def _send_spooled(self) -> None:
         if time.monotonic() < self._backoff_until:
@@ -229,6 +248,12 @@ class Client:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._unspooled:
+            log.error(
+                "runstream: %d events could not be written to the spool (%s) and are lost at exit",
+                sum(len(chunk) for chunk in self._unspooled),
+                self.last_error,
+            )
         pending = self._spool.pending()
         self._spool.close()
         if pending[0]:
