@@ -6,6 +6,9 @@ limit (refused before it is buffered) and 503 when the log cannot take the
 events (nothing of the request was acknowledged; the client retries, and event
 ids make the retry harmless). Each rejection names the event's index, its
 ``event_id`` when it has one, the field, the rule it broke and what was received.
+Events this process appended lately (a request sent again after its answer was
+lost) get the positions they already have and are not appended twice
+(``ingest.recent``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from runstream.eventlog.port import EventLog
 from runstream.events.codec import encode_event
 from runstream.events.validation import EventValidator, check_size
 from runstream.http import BodyTooLargeError, JSONResponse, error_response, read_capped_body
+from runstream.ingest.recent import RecentEvents
 
 MAX_EVENTS_PER_REQUEST = 10_000
 
@@ -43,6 +47,8 @@ class IngestService:
         self.max_body_bytes = max_body_bytes
         self.max_event_bytes = max_event_bytes
         self.validator = validator or EventValidator()
+        self.recent = RecentEvents()
+        """Positions of the events appended lately: a request sent again gets them, not a second copy."""
 
     def routes(self) -> list[Route]:
         return [Route("/api/v1/events", self.post_events, methods=["POST"])]
@@ -71,21 +77,42 @@ class IngestService:
                 f"a request holds at most {MAX_EVENTS_PER_REQUEST} events; got {len(data)}",
             )
         accepted, rejected = self.validate_all(data, principal_of(request.scope))
+        fresh, known = self._not_appended_yet(accepted)
         try:
-            positions = await self.log.append(
-                self.events_topic, [(key, value) for _, _, key, value in accepted]
-            )
+            positions = await self.log.append(self.events_topic, [(key, value) for _, _, key, value in fresh])
         except EventLogError as exc:
             return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
+        for (_, event_id, _, value), p in zip(fresh, positions, strict=True):
+            self.recent.add(event_id, value, p.partition, p.offset)
+            known[event_id] = (p.partition, p.offset)
         result = {
             "accepted": [
-                {"index": index, "event_id": event_id, "partition": p.partition, "offset": p.offset}
-                for (index, event_id, _, _), p in zip(accepted, positions, strict=True)
+                {"index": index, "event_id": event_id, "partition": at[0], "offset": at[1]}
+                for index, event_id, at in ((i, e, known[e]) for i, e, _, _ in accepted)
             ],
             "rejected": rejected,
         }
         status = 200 if not rejected else (207 if accepted else 422)
         return JSONResponse(result, status_code=status)
+
+    def _not_appended_yet(
+        self, accepted: list[tuple[int, str, bytes, bytes]]
+    ) -> tuple[list[tuple[int, str, bytes, bytes]], dict[str, tuple[int, int]]]:
+        """The events to append (each event_id once), and the positions of those appended lately."""
+        fresh: list[tuple[int, str, bytes, bytes]] = []
+        known: dict[str, tuple[int, int]] = {}
+        ids: set[str] = set()
+        for item in accepted:
+            _, event_id, _, value = item
+            if event_id in ids or event_id in known:
+                continue
+            position = self.recent.get(event_id, value)
+            if position is None:
+                ids.add(event_id)
+                fresh.append(item)
+            else:
+                known[event_id] = position
+        return fresh, known
 
     def validate_all(
         self, data: list[Any], principal: Principal
