@@ -31,10 +31,12 @@ It prints:
 
 Fast subscribers watch one run each (spread over the runs, ``snapshot: false``, every
 event). A slow subscriber is a dashboard over ``--slow-runs`` (20) runs reading at most
-``--slow-bytes-per-s`` (8 KiB/s) through a 16 KiB receive buffer: it falls behind
-within seconds, so the gateway must tell it to ``resync`` (its queue is bounded) rather
-than hold memory for it or slow the others; it subscribes again with its cursor, as the
-protocol says.
+``--slow-bytes-per-s`` (64 KiB/s, about a quarter of what those runs send) through a
+16 KiB receive buffer. Its backlog fills the kernel's socket buffers (a few MB on
+loopback), then the gateway's queue for it (2,000 frames or 4 MiB), and the gateway
+must then tell it to ``resync`` rather than hold more memory or slow the others. The
+client reads that ``resync`` only after the backlog the kernel still holds (tens of
+seconds at its rate), then subscribes again with its cursor, as the protocol says.
 
 Topologies (``--adapter``; ``both`` runs Kafka first, then embedded):
 
@@ -514,7 +516,7 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--slow-fraction", type=float, default=0.1)
     parser.add_argument("--slow-runs", type=int, default=20, help="runs each slow subscriber watches")
-    parser.add_argument("--slow-bytes-per-s", type=float, default=8 * 1024)
+    parser.add_argument("--slow-bytes-per-s", type=float, default=64 * 1024)
     parser.add_argument("--adapter", choices=["kafka", "local", "both"], default="both")
     parser.add_argument("--kafka", default=None, help="HOST:PORT of a running broker (else one is started)")
     parser.add_argument("--kafka-port", type=int, default=None, help="port of the broker started (free one)")
@@ -525,6 +527,7 @@ def main() -> None:
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--sample-interval", type=float, default=2.0)
     parser.add_argument("--drain-timeout", type=float, default=300.0)
+    parser.add_argument("--work-dir", default=None, help="keep data and logs here (default: a temp dir)")
     args = report.parse_args(parser)
     if args.quick:
         args.duration, args.jobs, args.subscribers, args.warmup = 20.0, 10, 40, 3.0
@@ -533,8 +536,12 @@ def main() -> None:
     figures: list[Any] = []
     summaries: list[Any] = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as keep:
+        if args.work_dir:
+            work = Path(args.work_dir)
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(keep.enter_context(tempfile.TemporaryDirectory(prefix="bench-load-")))
         for adapter in adapters:
             prefix = f"{adapter}: " if len(adapters) > 1 else ""
             results = []

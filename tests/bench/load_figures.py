@@ -231,6 +231,9 @@ def figures_of(results: list[LoadResult], args: argparse.Namespace, prefix: str)
                 "slow_frames": len(r.slow["received_ms"]) if r.slow else 0,
                 "slow_resyncs": r.slow["resyncs"] if r.slow else 0,
                 "slow_errors": r.slow["errors"] if r.slow else {},
+                "fast_incidents": _incidents([i for p in r.fast for i in p["incidents"]]),
+                "slow_incidents": _incidents(r.slow["incidents"] if r.slow else []),
+                "slow_first_incident_after_join_s": _first_incidents(r),
                 "fast_streams": _merge([p["streams"] for p in r.fast]),
                 "slow_streams": r.slow["streams"] if r.slow else {},
                 "poll_failures": r.poll_failures,
@@ -260,6 +263,23 @@ def _merge(counts: list[dict[str, int]]) -> dict[str, int]:
         for k, v in c.items():
             out[k] = out.get(k, 0) + v
     return out
+
+
+def _incidents(incidents: list[list[Any]]) -> dict[str, int]:
+    """How many of each kind (resync, close <code> <reason>, connection lost, reconnect)."""
+    out: dict[str, int] = {}
+    for _, _, what in incidents:
+        out[what] = out.get(what, 0) + 1
+    return out
+
+
+def _first_incidents(result: LoadResult) -> list[list[Any]]:
+    """Per slow subscriber, seconds after the slow ones joined to its first incident, and what."""
+    first: dict[int, list[Any]] = {}
+    for at, index, what in result.slow["incidents"] if result.slow else []:
+        if index not in first:
+            first[index] = [round(at - result.slow_joined, 1), what]
+    return sorted(first.values(), key=lambda x: float(x[0]))
 
 
 def _every(points: list[tuple[float, float]], step: float) -> list[tuple[float, float]]:

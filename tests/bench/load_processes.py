@@ -139,6 +139,11 @@ class Received:
     ``seq`` counts its events from 0 with no hole, so a gap shows as fewer events than seqs."""
     ended: int = 0
     """Subscriptions that received their run's ``run.completed``."""
+    incidents: list[tuple[float, int, str]] = field(default_factory=list)
+    """(wall clock, subscriber, what): every resync, close and reconnect, as it was read."""
+
+    def note(self, index: int, what: str) -> None:
+        self.incidents.append((time.time(), index, what))
 
     def summary(self) -> dict[str, int]:
         """Events received, events missing between the first and last seq, late starts."""
@@ -152,7 +157,8 @@ class Received:
 
 
 class LoadSubscriber(asyncio.Protocol):
-    """One websocket watching ``runs``, one subscription each, live from now.
+    """One websocket watching ``runs``, one subscription each: live from now, or after
+    ``cursors`` when it connects again (as ``runstream.live`` does after a close).
 
     Frames from the server are unmasked and unfragmented (uvicorn sends each message in
     one frame); the client's own frames are masked as RFC 6455 requires.
@@ -160,20 +166,19 @@ class LoadSubscriber(asyncio.Protocol):
 
     def __init__(
         self,
+        pool: SubscriberPool,
         index: int,
         runs: list[str],
-        token: str,
-        received: Received,
         ready: asyncio.Future[None],
-        bytes_per_s: float | None,
+        cursors: dict[str, int] | None = None,
     ) -> None:
-        self.index, self.runs, self.token, self.received, self.ready = index, runs, token, received, ready
-        self.bytes_per_s = bytes_per_s
+        self.pool, self.index, self.runs, self.ready = pool, index, runs, ready
+        self.token, self.received, self.bytes_per_s = pool.token, pool.received, pool.bytes_per_s
         self.buffer = bytearray()
         self.open = False
         self.transport: asyncio.Transport | None = None
         self.subscribed: set[str] = set()
-        self.cursors: dict[str, int] = {}
+        self.cursors: dict[str, int] = dict(cursors or {})
         self.next_read = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,10 +191,11 @@ class LoadSubscriber(asyncio.Protocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.open:
-            self.received.errors["connection_lost"] = self.received.errors.get("connection_lost", 0) + 1
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"subscriber {self.index} lost its connection: {exc}"))
+        if not self.pool.stopping:
+            self.received.note(self.index, "connection lost")
+            self.pool.reconnect_later(self)
 
     def send(self, message: dict[str, Any], opcode: int = 1) -> None:
         self.send_frame(orjson.dumps(message), opcode)
@@ -225,7 +231,7 @@ class LoadSubscriber(asyncio.Protocol):
             del self.buffer[: end + 4]
             self.open = True
             for k in range(len(self.runs)):
-                self.subscribe(f"s{k}")
+                self.subscribe(f"s{k}", self.cursors.get(f"s{k}"))
         buffer = self.buffer
         while len(buffer) >= 2:
             opcode, length, head = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
@@ -239,6 +245,9 @@ class LoadSubscriber(asyncio.Protocol):
             del buffer[: head + length]
             if opcode == 9:
                 self.send_frame(payload, opcode=10)  # pong
+            elif opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.received.note(self.index, f"close {code} {payload[2:].decode(errors='replace')}")
             elif opcode == 1:
                 self.frame(orjson.loads(payload), at)
 
@@ -284,6 +293,7 @@ class LoadSubscriber(asyncio.Protocol):
             self.send({"op": "pong"})
         elif kind == "resync":
             received.resyncs += 1
+            received.note(self.index, "resync")
             self.subscribe(message["sub"], message.get("cursor"))
         elif kind == "error":
             code = str(message.get("code"))
@@ -306,6 +316,47 @@ async def connect(
     return await loop.create_connection(lambda: protocol, sock=sock)
 
 
+class SubscriberPool:
+    """The subscribers of one process: connects them, and connects again any the gateway closed."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.port, self.token = args.port, args.token
+        self.bytes_per_s: float | None = args.slow_bytes_per_s if args.slow else None
+        self.receive_buffer: int | None = args.slow_receive_buffer if args.slow else None
+        self.received = Received()
+        self.transports: dict[int, asyncio.BaseTransport] = {}
+        self.pending: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    async def open(
+        self, index: int, runs: list[str], cursors: dict[str, int] | None = None
+    ) -> asyncio.Future[None]:
+        """Connect subscriber ``index``; the future is done once every subscription is confirmed."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        protocol = LoadSubscriber(self, index, runs, ready, cursors)
+        transport, _ = await connect(self.port, protocol, self.receive_buffer)
+        self.transports[index] = transport
+        return ready
+
+    def reconnect_later(self, protocol: LoadSubscriber) -> None:
+        async def again() -> None:
+            await asyncio.sleep(1.0)
+            if self.stopping:
+                return
+            self.received.note(protocol.index, "reconnect")
+            ready = await self.open(protocol.index, protocol.runs, protocol.cursors)
+            ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        task = asyncio.get_running_loop().create_task(again())
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+
+    def close(self) -> None:
+        self.stopping = True
+        for transport in self.transports.values():
+            transport.close()
+
+
 async def subscribers_main(args: argparse.Namespace, plan: list[dict[str, Any]]) -> None:
     """Connect every subscriber of the plan, print SUBSCRIBED, record until STOP, write DONE."""
     loop = asyncio.get_running_loop()
@@ -313,24 +364,15 @@ async def subscribers_main(args: argparse.Namespace, plan: list[dict[str, Any]])
     threading.Thread(
         target=lambda: (sys.stdin.readline(), loop.call_soon_threadsafe(stop.set)), daemon=True
     ).start()
-    received = Received()
-    slow_rate = args.slow_bytes_per_s if args.slow else None
-    receive_buffer = args.slow_receive_buffer if args.slow else None
-    readies: list[asyncio.Future[None]] = []
-    transports: list[asyncio.BaseTransport] = []
-    for entry in plan:
-        ready: asyncio.Future[None] = loop.create_future()
-        protocol = LoadSubscriber(entry["index"], entry["runs"], args.token, received, ready, slow_rate)
-        transport, _ = await connect(args.port, protocol, receive_buffer)
-        readies.append(ready)
-        transports.append(transport)
+    pool = SubscriberPool(args)
+    readies = [await pool.open(entry["index"], entry["runs"]) for entry in plan]
     await asyncio.wait_for(asyncio.gather(*readies), 300)
     print("SUBSCRIBED", flush=True)
     cpu = time.process_time()
     await stop.wait()
     cpu = time.process_time() - cpu
-    for transport in transports:
-        transport.close()
+    pool.close()
+    received = pool.received
     out = Path(args.out)
     body = {
         "index": list(received.index),
@@ -341,6 +383,7 @@ async def subscribers_main(args: argparse.Namespace, plan: list[dict[str, Any]])
         "errors": received.errors,
         "duplicates": received.duplicates,
         "streams": received.summary(),
+        "incidents": received.incidents,
         "cpu_s": cpu,
     }
     await asyncio.to_thread(out.write_bytes, orjson.dumps(body))
