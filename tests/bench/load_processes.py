@@ -135,8 +135,10 @@ class Received:
     duplicates: int = 0
     """Frames whose cursor was not after the subscription's previous one."""
     seqs: dict[tuple[int, str], list[int]] = field(default_factory=dict)
-    """Per (subscriber, subscription): [events received, first seq, last seq]; a run's producer
-    ``seq`` counts its events from 0 with no hole, so a gap shows as fewer events than seqs."""
+    """Per (subscriber, subscription): [events received, first seq, last seq]. One SDK client
+    numbers a run's events one by one, with no hole, so a gap shows as fewer events than seqs."""
+    started: int = 0
+    """Subscriptions whose first event was their run's ``run.created``: they saw it all."""
     ended: int = 0
     """Subscriptions that received their run's ``run.completed``."""
     incidents: list[tuple[float, int, str]] = field(default_factory=list)
@@ -146,11 +148,11 @@ class Received:
         self.incidents.append((time.time(), index, what))
 
     def summary(self) -> dict[str, int]:
-        """Events received, events missing between the first and last seq, late starts."""
+        """Events received, events missing between the first and last seq, whole runs seen."""
         return {
             "events": sum(count for count, _, _ in self.seqs.values()),
             "missing": sum(last - first + 1 - count for count, first, last in self.seqs.values()),
-            "started_after_seq_0": sum(1 for _, first, _ in self.seqs.values() if first > 0),
+            "from_run_created": self.started,
             "subscriptions_with_events": len(self.seqs),
             "saw_run_completed": self.ended,
         }
@@ -275,7 +277,10 @@ class LoadSubscriber(asyncio.Protocol):
                 return
             self.cursors[sub] = cursor
             event = message["event"]
-            seen = received.seqs.setdefault((self.index, sub), [0, event["seq"], event["seq"]])
+            seen = received.seqs.get((self.index, sub))
+            if seen is None:
+                seen = received.seqs[(self.index, sub)] = [0, event["seq"], event["seq"]]
+                received.started += event["type"] == "run.created"
             seen[0] += 1
             seen[2] = max(seen[2], event["seq"])
             if event["type"] == "run.completed":
