@@ -36,7 +36,11 @@ event). A slow subscriber is a dashboard over ``--slow-runs`` (20) runs reading 
 loopback), then the gateway's queue for it (2,000 frames or 4 MiB), and the gateway
 must then tell it to ``resync`` rather than hold more memory or slow the others. The
 client reads that ``resync`` only after the backlog the kernel still holds (tens of
-seconds at its rate), then subscribes again with its cursor, as the protocol says.
+seconds at its rate), then subscribes again with its cursor, as the protocol says; a
+subscriber whose connection is closed connects again and resubscribes with its cursors
+(as ``runstream.live`` does). Every resync, close and reconnect is counted, and per
+subscription the events missing between the first and last ``seq`` received, and the
+duplicates.
 
 Topologies (``--adapter``; ``both`` runs Kafka first, then embedded):
 
