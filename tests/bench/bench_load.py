@@ -85,7 +85,7 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from tests.bench import report  # noqa: E402
-from tests.bench.load_figures import LoadResult, figures_of  # noqa: E402
+from tests.bench.load_figures import LoadResult, figures_of, print_headlines  # noqa: E402
 from tests.bench.load_processes import metric_names, run_ids  # noqa: E402
 
 TOKEN = "bench-load-token"
@@ -580,6 +580,7 @@ def main() -> None:
         "loads": summaries,
         "wall_s": round(time.monotonic() - began, 1),
     }  # fmt: skip
+    print_headlines(figures, summaries)
     report.emit("load", figures, extra)
 
 

@@ -288,3 +288,39 @@ def _every(points: list[tuple[float, float]], step: float) -> list[tuple[float, 
         if not out or t >= out[-1][0] + step:
             out.append((t, m))
     return out
+
+
+def print_headlines(figures: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> None:
+    """The answers the issue asks for, one line each (the table shows no p99)."""
+    by_name = {f["name"]: f for f in figures}
+
+    def p50_p99(name: str) -> str:
+        f = by_name.get(name)
+        return "-" if f is None else f"p50 {f['median']:.0f} / p99 {f['p99']:.0f} ms"
+
+    print()
+    for s in summaries:
+        a = s["adapter"]
+        prefix = next((n.split(": ")[0] + ": " for n in by_name if n.startswith(f"{a}: ")), "")
+        print(
+            f"{a}: points logged {s['points_logged']:,} ({s['points_per_s_achieved']:,.0f}/s of "
+            f"{s['points_per_s_target']:,.0f}/s asked); in ClickHouse {s['points_in_clickhouse']:,}"
+        )
+        print(
+            f"{a}: ingest -> ClickHouse lag {p50_p99(prefix + 'ingest -> ClickHouse lag')}; "
+            f"caught up {s['drained_after_s']} s after the load stopped"
+        )
+        alone = p50_p99(prefix + "delivery to fast subscribers, without slow subscribers")
+        with_slow = p50_p99(prefix + "delivery to fast subscribers, with slow subscribers")
+        print(f"{a}: delivery to fast subscribers: alone {alone}; with the slow ones {with_slow}")
+        fast, slow = s["fast_streams"], s["slow_streams"]
+        print(
+            f"{a}: fast subscribers: {fast.get('events', 0):,} events, missing {fast.get('missing', 0)}, "
+            f"duplicates {s['fast_duplicates']}, incidents {s['fast_incidents'] or 'none'}"
+        )
+        print(
+            f"{a}: slow subscribers: {slow.get('events', 0):,} events, missing {slow.get('missing', 0)}, "
+            f"incidents {s['slow_incidents'] or 'none'}"
+        )
+        flat = ", ".join(f"{name} {f.get('ratio')}" for name, f in s["memory_flatness"].items())
+        print(f"{a}: memory, median of the last window / first window: {flat}")
