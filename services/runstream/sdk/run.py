@@ -90,6 +90,19 @@ class Run:
     def status(self) -> str:
         return self._status.value
 
+    def _continue_sequence(self) -> None:
+        """Number this process's events of the run after those of earlier processes.
+
+        A run given by id (a job restarted from its checkpoint, ``get_run``) may have
+        events from a process that counted ``seq`` from 0 before this one: a step it
+        logs again must replace that process's value, which is decided by ``seq``. So
+        the first event this process sends gets the microseconds of this host's clock
+        (an earlier process of the run cannot have counted that far since it began).
+        Only the start of the count reads the clock; events are still ordered by it.
+        """
+        if self._ref.seq == 0:  # nothing of this run numbered by this process yet
+            self._ref.seq = time.time_ns() // 1000
+
     # -- logging --------------------------------------------------------------------------------
     def log(self, name: str, value: Any, step: int | None = None) -> None:
         """Log one value of a series; ``step`` defaults to one more than the name's last step."""
@@ -379,6 +392,8 @@ def start_run(
         payload["parent_run_id"] = parent.run_id
     if tags:
         payload["tags"] = check_tags(dict(tags))
+    if run_id is not None:
+        run._continue_sequence()
     run._event("run.created", payload)
     _active.add(run)
     if queued:
@@ -404,7 +419,7 @@ def get_run(run_id: str) -> Run:
         if details.get("status") in RunStatus._value2member_map_
         else RunStatus.RUNNING
     )
-    return Run(
+    run = Run(
         client,
         run_id,
         details["experiment"],
@@ -412,6 +427,8 @@ def get_run(run_id: str) -> Run:
         name=details.get("name"),
         status=status,
     )
+    run._continue_sequence()
+    return run
 
 
 def _script_folder() -> Path:

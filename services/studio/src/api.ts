@@ -5,7 +5,21 @@
 // moves it into localStorage and removes it from the address bar.
 
 const TOKEN_KEY = "runstream.token";
-export const WORKSPACE = "default";
+const WORKSPACE_KEY = "runstream.workspace";
+
+// The workspace every view reads: `?workspace=` in the address (remembered for the
+// next visit), else the one used last, else `default`. A token scoped to another
+// workspace gets 403 on every call, which the pages show.
+export const WORKSPACE = chooseWorkspace();
+
+function chooseWorkspace(): string {
+  const asked = new URLSearchParams(location.search).get("workspace");
+  if (asked) {
+    localStorage.setItem(WORKSPACE_KEY, asked);
+    return asked;
+  }
+  return localStorage.getItem(WORKSPACE_KEY) || "default";
+}
 
 export function takeTokenFromFragment(): void {
   if (!location.hash.includes("token=")) return;
