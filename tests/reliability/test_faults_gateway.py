@@ -321,6 +321,45 @@ async def _caught_up(subscribers: list[Subscriber], acked: dict[str, int]) -> fl
     return None
 
 
+async def test_f8_a_restarted_gateway_reads_back_recent_records_and_resumes_older_cursors_from_the_log(
+    settings: Settings,
+) -> None:
+    """A new gateway process holds the latest records in memory from the start (so that 200
+    reconnecting clients do not each read the log); a cursor older than what memory holds is
+    resumed from the log, exactly."""
+    run_id = unique("run")
+    sent = [event("metrics.logged", run_id, points("x", [i], start_step=i), seq=i) for i in range(12)]
+    async with (
+        running_server(settings) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers=server.headers) as http,
+    ):
+        response = await http.post("/api/v1/events", content=orjson.dumps(sent[:8]))
+        offsets: list[int] = [a["offset"] for a in response.json()["accepted"]]
+    partition = partition_for_key(run_id.encode(), settings.partitions)
+    async with (
+        running_server(settings) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers=server.headers) as http,
+        websockets.connect(f"{server.ws_url}/api/v1/live", additional_headers=server.headers) as ws,
+    ):
+        hub = server.app.state.runtime.hub
+        assert hub.recent(partition).start <= offsets[0], "the new gateway did not read recent records back"
+        subscribe = {"op": "subscribe", "sub": "warm", "run_id": run_id, "cursor": offsets[1]}
+        await ws.send(orjson.dumps(subscribe).decode())
+        assert (await recv(ws))["cursor"] == offsets[1]
+        warm = [item for _ in range(6) for item in stream_events(await recv(ws))]
+        assert [e for _, e in warm] == [e["event_id"] for e in sent[2:8]]
+
+        hub.reset_positions(hub.positions())  # memory now starts at the tail: older cursors need the log
+        await http.post("/api/v1/events", content=orjson.dumps(sent[8:]))
+        live = [item for _ in range(4) for item in stream_events(await recv(ws))]
+        assert [e for _, e in live] == [e["event_id"] for e in sent[8:]]
+        subscribe = {"op": "subscribe", "sub": "cold", "run_id": run_id, "cursor": offsets[3]}
+        await ws.send(orjson.dumps(subscribe).decode())
+        assert (await recv(ws))["cursor"] == offsets[3]
+        cold = [item for _ in range(8) for item in stream_events(await recv(ws))]
+        assert [e for _, e in cold] == [e["event_id"] for e in sent[4:]]
+
+
 # ---------------------------------------------------------------------------------------------
 # F9: a cursor nothing can replay any more
 # ---------------------------------------------------------------------------------------------

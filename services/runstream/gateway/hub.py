@@ -3,7 +3,9 @@
 Each gateway process tails the events topic itself (no consumer group: every
 gateway sees every record) from the end, parses each record once, keeps the
 latest ones in memory (``RecentRecords``) and offers each to the feeds of the
-subscriptions it concerns. Gateways share nothing: a cursor is a log position,
+subscriptions it concerns. At start it reads the latest records back into that
+memory (``warm_recent``), so that clients reconnecting after a restart resume
+from memory rather than each from the log. Gateways share nothing: a cursor is a log position,
 so a client reconnects to any of them.
 
 A subscription starts (``catchup.start_subscription``) from a cursor or a
@@ -28,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from runstream.errors import RunstreamError
 from runstream.eventlog.port import EventLog, LogConsumer, LogRecord, TopicPartition, stop_reading
 from runstream.gateway.catchup import start_subscription
 from runstream.gateway.connection import Connection
@@ -48,6 +51,10 @@ from runstream.gateway.subscription import Subscription, SubscriptionState
 log = logging.getLogger("runstream.gateway")
 
 DEFAULT_RECENT_BYTES = 32 * 1024 * 1024
+WARM_RECORDS = 20_000
+"""Records per partition read back into memory at start (the byte budget keeps the latest)."""
+WARM_SECONDS = 10.0
+"""How long reading them back may take; a partition not read back in time starts empty."""
 
 
 @dataclass
@@ -108,12 +115,53 @@ class LiveHub:
         await self.log.create_topic(self.events_topic, self.log.default_partitions)
         self._partitions = await self.log.partitions(self.events_topic)
         self.reset_positions(await self.log.end_offsets(self.events_topic))
+        try:
+            await self.warm_recent()
+        except RunstreamError as exc:
+            log.warning("gateway: could not read recent records back at start (%s); memory starts empty", exc)
+            self.reset_positions(self._positions)
         consumer = self.log.consumer([self.events_topic], start_at="end")
         await consumer.start()
         for partition, offset in self._positions.items():
             await consumer.seek(TopicPartition(self.events_topic, partition), offset)
         self._consumer = consumer
         self._task = asyncio.create_task(self._tail(), name="runstream-gateway-tail")
+
+    async def warm_recent(self) -> None:
+        """Read the latest records before the tail's positions back into memory.
+
+        A partition is only kept when every record from where the read began up to the
+        tail's position was read (memory must hold every event of its window); one not
+        read back within ``WARM_SECONDS`` keeps an empty window at the tail's position.
+        """
+        ends = dict(self._positions)
+        begins = await self.log.begin_offsets(self.events_topic)
+        starts = {p: max(begins.get(p, 0), end - WARM_RECORDS) for p, end in ends.items()}
+        todo = {p for p, end in ends.items() if starts[p] < end}
+        if not todo:
+            return
+        share = max(64 * 1024, self.recent_bytes // max(1, len(ends)))
+        warmed = {p: RecentRecords(starts[p], share) for p in todo}
+        consumer = self.log.consumer([self.events_topic], start_at="end")
+        await consumer.start()
+        deadline = asyncio.get_running_loop().time() + WARM_SECONDS
+        try:
+            for partition in todo:
+                await consumer.seek(TopicPartition(self.events_topic, partition), starts[partition])
+            while todo and asyncio.get_running_loop().time() < deadline:
+                for record in await consumer.fetch(5000, timeout=0.5):
+                    partition, offset = record.partition, record.offset
+                    if partition not in todo or offset >= ends[partition]:
+                        continue
+                    parsed = entry_of(partition, offset, record.value)
+                    warmed[partition].append(offset, parsed[0] if parsed else None)
+                    if offset + 1 >= ends[partition]:
+                        todo.discard(partition)
+        finally:
+            await consumer.close()
+        for partition, recent in warmed.items():
+            if partition not in todo and recent.end == ends[partition]:
+                self._recent[partition] = recent
 
     def reset_positions(self, positions: dict[int, int]) -> None:
         self._partitions = max(self._partitions, len(positions))
