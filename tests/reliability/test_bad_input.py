@@ -1,16 +1,15 @@
-"""Bad input through the SDK, the ingest API and the websocket (issue 7): refused clearly, never
-half-written, and never at the cost of the good input beside it.
+"""Bad input through the SDK, the ingest API, the log and the websocket (issue 7): refused
+clearly, never half-written, and never at the cost of the good input beside it.
 
 Each refusal names the field, the rule and the value received. The tables below are the
-cases; what they add to the suites that already cover input checks
+cases. What they add to the suites that already check input
 (``tests/integration/test_ingest_bad_input.py``, ``tests/unit/test_validation.py``,
 ``tests/unit/test_sdk_pure.py``, ``tests/sdk/test_logging.py``,
-``tests/integration/test_gateway_protocol.py``, and ``tests/integration/test_projector.py``
-for a future ``schema_version`` on the log going to the dead-letter topic without stalling
-the projector) is the value in every message, the proof in ClickHouse that a refused event
-left nothing behind, the rules for input that is *accepted* (README, "Input rules"), bodies
-that are not UTF-8, a 200 MB upload cut early, events over Kafka's message limit, and
-websocket frames that are not frames of the protocol.
+``tests/integration/test_gateway_protocol.py``, ``tests/integration/test_projector.py``):
+the value in every message, the proof in ClickHouse that a refused event left nothing
+behind, the rules for input that is *accepted* (README, "Input rules"), bodies that are not
+UTF-8, a 200 MB upload cut early, events over Kafka's message limit, malformed records as
+the last ones of a partition, and websocket frames that are not frames of the protocol.
 """
 
 from __future__ import annotations
@@ -640,3 +639,85 @@ def test_nothing_over_kafkas_message_limit_is_sent_and_later_events_still_go(
     assert max(len(orjson.dumps(e)) for e in events) < settings.max_event_bytes
     assert len(outputs) > 1
     assert [e["type"] for e in events][-2:] == ["metrics.logged", "run.completed"]
+
+
+@pytest.mark.parametrize("adapter", ["local"], indirect=True)
+def test_large_values_logged_back_to_back_all_arrive_over_the_ingest_api(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """30 lists of about 630 KB each logged back to back (19 MB, more than the ingest API takes in
+    one request): every one arrives, in order, and so does the point logged after them."""
+    server = ThreadServer(settings).start()
+    client = make_client(server, tmp_path)
+    old = set_client(client)
+    try:
+        run = runstream.start_run("big-lists", capture_output=False, snapshot=False)
+        values = [i + 0.123456789 for i in range(40_000)]
+        for i in range(30):
+            run.log_list(f"list {i}", values)
+        run.log("after", 1.0)
+        run.complete()
+        assert run.flush(120), f"not delivered: {client.last_error}"
+        events = run_events(settings, run.run_id)
+    finally:
+        client.close(timeout=10)
+        set_client(old)
+        server.stop()
+    assert [e["payload"]["name"] for e in events if e["type"] == "list.logged"] == [
+        f"list {i}" for i in range(30)
+    ]
+    assert [e["type"] for e in events][-2:] == ["metrics.logged", "run.completed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Malformed records that reach the log some other way: dead-lettered, the projector's lag to 0
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_malformed_records_last_on_the_log_are_dead_lettered_and_the_lag_returns_to_0(
+    settings: Settings,
+) -> None:
+    """Written straight to the topic, as the last records of their partition: a future
+    ``schema_version``, an unknown type, bytes that are not UTF-8 and a JSON array. Each goes to the
+    dead-letter topic with its field and rule (the bytes kept, base64 when not text), and the
+    projector's applied position reaches the end of the partition: nothing stalls behind them."""
+    run_id = unique("run")
+    future = event("metrics.logged", run_id, points("loss", [0.5]), seq=1) | {"schema_version": 2}
+    unknown = event("run.exploded", run_id, seq=2)
+    records = [
+        orjson.dumps(event("run.created", run_id)),
+        orjson.dumps(future),
+        orjson.dumps(unknown),
+        b'{"run_id": "lo\xffss"}',
+        b"[1, 2]",
+    ]
+    async with running_server(settings) as server:
+        runtime = server.app.state.runtime
+        positions = await runtime.log.append(settings.events_topic, [(run_id.encode(), r) for r in records])
+        partition, last = positions[-1].partition, positions[-1].offset
+
+        async def applied_to_the_end() -> bool:
+            rows = await runtime.store.query(
+                "SELECT max(next_offset) FROM projector_offsets"
+                " WHERE topic = {t:String} AND partition = {p:UInt32}",
+                {"t": settings.events_topic, "p": partition},
+            )
+            return bool(rows) and int(rows[0][0]) == last + 1
+
+        await eventually(applied_to_the_end, timeout=60)
+        consumer = runtime.log.consumer([settings.deadletter_topic])
+        await consumer.start()
+        dead: list[dict[str, Any]] = []
+        try:
+            deadline = time.monotonic() + 30
+            while len(dead) < 4 and time.monotonic() < deadline:
+                dead += [orjson.loads(r.value) for r in await consumer.fetch(100, timeout=1.0)]
+        finally:
+            await consumer.close()
+    assert [(d["partition"], d["offset"]) for d in dead] == [(partition, p.offset) for p in positions[1:]]
+    reasons = [d["reason"] for d in dead]
+    assert (reasons[0]["field"], reasons[0]["rule"]) == ("schema_version", "maximum")
+    assert (reasons[1]["field"], reasons[1]["rule"]) == ("type", "enum")
+    assert "invalid JSON" in reasons[2]["message"] and dead[2]["value_encoding"] == "base64"
+    assert base64.b64decode(dead[2]["value"]) == records[3]
+    assert (reasons[3]["field"], reasons[3]["rule"]) == ("event", "type")
