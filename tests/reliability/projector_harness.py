@@ -10,6 +10,11 @@
 - ``group_lag`` is the projector group's lag: end offsets minus committed offsets.
 - ``probe_clickhouse`` runs ``clickhouse_probe`` in a subprocess once the projector
   is stopped, and returns the checker's report and the positions recorded in ClickHouse.
+- ``kill_on_positions_write`` SIGKILLs the projector the moment it recorded a batch's
+  positions in ClickHouse (``kill_on_write``), before it commits them on the log.
+- Storage faults (root only): ``ReadOnlyCover`` makes a folder unwritable, ``Tmpfs``
+  plus ``fill`` a disk that is full; ``integrity`` runs SQLite's integrity check.
+- ``ingest_server`` serves the ingest service alone, for the SDK.
 """
 
 from __future__ import annotations
@@ -322,7 +327,7 @@ async def probe_clickhouse(settings: Settings, ledger: DeliveryLedger, work: Pat
 
 
 class Tmpfs:
-    """A tmpfs mounted on ``path`` (needs root): a filesystem of a set size, that can turn read-only."""
+    """A tmpfs of a set size mounted on ``path`` (needs root): a disk that can be filled up."""
 
     def __init__(self, path: Path, size: str) -> None:
         self.path = path
@@ -338,16 +343,6 @@ class Tmpfs:
         self.path.mkdir(parents=True, exist_ok=True)
         self._mount("-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.path))
         self.mounted = True
-
-    def read_only(self) -> None:
-        self._mount("-o", "remount,ro", str(self.path))
-
-    def read_write(self) -> None:
-        self._mount("-o", "remount,rw", str(self.path))
-
-    def resize(self, size: str) -> None:
-        self._mount("-o", f"remount,size={size}", str(self.path))
-        self.size = size
 
     def unmount(self) -> None:
         if self.mounted:

@@ -105,10 +105,13 @@ async def test_projector_killed_at_random_points(
 ) -> None:
     """F3: SIGKILL the projector 20 times while events flow; nothing lost or duplicated, lag back to 0.
 
-    Some kills land after the batch's positions were written to ClickHouse and
-    before the offsets were committed on the log: the next start then finds
-    ClickHouse ahead of the committed offsets (it logs where it resumes), and the
-    test counts those kills. The kill points are random (the seed is printed).
+    Every other kill comes at a random moment once the projector is busy (it
+    committed since its start; the seed is printed). The others come the moment a
+    batch's positions land in ClickHouse (``kill_on_positions_write`` watches the
+    table's folder), which a random kill rarely hits: between that write and the
+    offset commit. A kill in that window leaves ClickHouse ahead of the committed
+    offsets, which the next start reports where it resumes; the test counts those
+    starts and requires at least one.
     """
     settings = fault_settings
     seed = random.randrange(1 << 30)
@@ -141,15 +144,19 @@ async def test_projector_killed_at_random_points(
         projector.stop()
     committed = await committed_positions(group, settings.events_topic, settings.partitions)
     found = await probe_clickhouse(settings, ledger, tmp_path)
-    window_hits = sum(RESUME_LINE in out for out in projector.outputs()[1:])
+    # The start after kill k found ClickHouse ahead of the committed offsets: kill k hit the window.
+    hits = [RESUME_LINE in out for out in projector.outputs()[1:]]
+    window_hits = sum(hits)
+    random_hits = sum(hits[0::2])
     print(
         f"\nF3 [{_path(settings)}] seed={seed}: {feeder.appended} events, "
         f"{KILLS} kills ({triggered} on a positions write), {window_hits} between the ClickHouse write "
-        f"and the commit; a start took {statistics.mean(projector.ready_seconds):.1f} s on average; "
+        f"and the commit ({random_hits} of the random ones); "
+        f"a start took {statistics.mean(projector.ready_seconds):.1f} s on average; "
         f"lag back to 0 in {recovery:.1f} s "
         f"after the last start; {found.text}"
     )
-    assert found.positions == committed
+    assert found.positions == {p: offset for p, offset in committed.items() if offset}
     _assert_clean(found.figures, feeder)
     assert window_hits >= 1, "no kill landed between the ClickHouse write and the offset commit"
 
