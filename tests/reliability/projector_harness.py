@@ -230,7 +230,8 @@ class EventFeeder:
     """Metric points in the acknowledged events."""
     _seq: dict[str, int] = field(default_factory=dict)
 
-    def _next_events(self) -> list[dict[str, Any]]:
+    def next_events(self) -> list[dict[str, Any]]:
+        """The next events to append (seq numbers taken); not acknowledged until ``acknowledge``."""
         out = []
         for i in range(self.events_per_append):
             run_id = self.runs[i % len(self.runs)]
@@ -240,12 +241,16 @@ class EventFeeder:
             out.append(event("metrics.logged", run_id, {"points": points}, seq=seq, experiment="faults"))
         return out
 
-    async def append_once(self) -> None:
-        events = self._next_events()
-        await self.log.append(self.topic, [(e["run_id"].encode(), orjson.dumps(e)) for e in events])
+    def acknowledge(self, events: list[dict[str, Any]]) -> None:
+        """Record ``events`` as stored (the log or ingest said so)."""
         self.ledger.acknowledge_all(events, writer="feeder")
         self.appended += len(events)
         self.points += sum(len(e["payload"]["points"]) for e in events)
+
+    async def append_once(self) -> None:
+        events = self.next_events()
+        await self.log.append(self.topic, [(e["run_id"].encode(), orjson.dumps(e)) for e in events])
+        self.acknowledge(events)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Append until ``stop`` is set; an append that fails is not acknowledged and is not retried."""

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
@@ -326,10 +327,11 @@ async def test_local_event_log_disk_full(tmp_path: Path) -> None:
 
     The event log's folder is a small tmpfs, filled to the last byte. An append then
     fails with ``EventLogError`` naming the log file and SQLite's cause ("database or
-    disk is full"), and is not acknowledged; the file passes SQLite's integrity
+    disk is full"), and is not acknowledged; ingest answers 503 "event log
+    unavailable" (retriable) with the same cause. The file passes SQLite's integrity
     check and still holds every event acknowledged before. Once space returns, the
-    same log instance takes appends again, and the projector (running all along)
-    lands every acknowledged event in ClickHouse once.
+    same log instance and ingest take events again, and the projector (running all
+    along) lands every acknowledged event in ClickHouse once.
     """
     settings = isolated_settings(tmp_path / "data", tmp_path / "clickhouse")
     disk = Tmpfs(settings.data_dir / "eventlog", "16m")
@@ -362,7 +364,12 @@ async def test_local_event_log_disk_full(tmp_path: Path) -> None:
         check = integrity(log_file)
         held = await _log_events(log, settings)
         on_full = ledger.report_events(held, "local event log, disk full")
-        filler.unlink()
+        with ingest_server(settings) as (url, token):
+            refused = await _post_events(url, token, feeder)
+            assert refused.status_code == 503, refused.text
+            filler.unlink()
+            accepted = await _post_events(url, token, feeder)
+            assert accepted.status_code == 200, accepted.text
         for _ in range(50):
             await feeder.append_once()
         recovered = time.monotonic()
@@ -376,16 +383,32 @@ async def test_local_event_log_disk_full(tmp_path: Path) -> None:
     print(
         f"\nF10 [local event log]: {before_full} events before the disk filled, "
         f"{refused_after - before_full} more appended into the last free pages, then: {error}; "
+        f"ingest answered {refused.status_code} {refused.json()}; "
         f"integrity_check: {check}; {on_full}; after space returned lag 0 in "
         f"{time.monotonic() - recovered:.1f} s ({recovery:.1f} s wait); {found.text}"
     )
     assert str(log_file) in str(error)
     assert "disk is full" in str(error)
     assert error.retriable
+    assert refused.json()["error"] == "event log unavailable"
+    assert refused.json()["retriable"] is True
+    assert str(log_file) in refused.json()["detail"] and "disk is full" in refused.json()["detail"]
     assert check == "ok"
     on_full.assert_clean()
     _assert_clean(found.figures, feeder)
     assert "cannot retry" not in projector.output()
+
+
+async def _post_events(url: str, token: str, feeder: EventFeeder) -> httpx.Response:
+    """POST one batch of the feeder's events to ingest; acknowledged in its ledger when stored (200)."""
+    events = feeder.next_events()
+    async with httpx.AsyncClient(timeout=60) as client:
+        response = await client.post(
+            f"{url}/api/v1/events", content=orjson.dumps(events), headers={"Authorization": f"Bearer {token}"}
+        )
+    if response.status_code == 200:
+        feeder.acknowledge(events)
+    return response
 
 
 async def _log_events(log: EventLog, settings: Settings) -> list[StoredEvent]:
