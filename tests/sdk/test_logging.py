@@ -81,6 +81,9 @@ def test_bad_names_and_values_raise_at_the_call_and_send_nothing(sdk: Client, se
     for call in bad_calls:
         with pytest.raises(runstream.LoggingError):
             call()
+    huge_tags = {f"t{i}": "x" * 4096 for i in range(256)}  # each tag valid; over one event's limit
+    with pytest.raises(runstream.LoggingError, match="850000-byte limit"):
+        runstream.start_run("curves", tags=huge_tags, capture_output=False, snapshot=False)
     run.log("loss", 0.5)
     run.complete()
     assert run.flush(10)

@@ -394,6 +394,7 @@ def start_run(
         payload["tags"] = check_tags(dict(tags))
     if run_id is not None:
         run._continue_sequence()
+    run._check_size("run.created", payload)
     run._event("run.created", payload)
     _active.add(run)
     if queued:
