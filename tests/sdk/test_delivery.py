@@ -80,6 +80,33 @@ def test_ingest_outage_loses_nothing_and_keeps_order(settings: Settings, tmp_pat
         server.stop()
 
 
+@pytest.mark.parametrize("adapter", ["local"], indirect=True)
+def test_batches_too_large_for_the_server_go_in_halves_and_an_event_it_never_takes_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A server with a small body limit: big batches are split in order, nothing is lost, and one
+    event over the limit is refused on its own instead of holding up the spool."""
+    server = ThreadServer(settings.with_changes(max_body_bytes=64 * 1024)).start()
+    client = make_client(server, tmp_path)
+    old = set_client(client)
+    try:
+        run = runstream.start_run("small-bodies", capture_output=False, snapshot=False)
+        run.log_list("too big", [float(i) for i in range(20_000)])  # ~400 KB: one event over 64 KiB
+        for i in range(5000):
+            run.log("x", i / 7)
+        run.complete()
+        assert run.flush(60)
+        assert run.get_metrics()["x"] == [i / 7 for i in range(5000)]
+        [refused] = client.rejected
+        assert "413" in refused["message"] and refused["event_id"]
+        types = [e["type"] for e in run_events(settings, run.run_id)]
+        assert "list.logged" not in types and types[-1] == "run.completed"
+    finally:
+        client.close(timeout=10)
+        set_client(old)
+        server.stop()
+
+
 def _free_port() -> int:
     import socket
 
@@ -271,7 +298,7 @@ def test_forked_workers_log_to_the_same_run(server: ThreadServer, tmp_path: Path
 def test_kafka_broker_restart_during_logging_loses_nothing(tmp_path: Path, settings_factory: Any) -> None:
     """A broker of its own is stopped for a while and started again while a job logs over kafka://."""
     broker = load_broker_module()
-    port = KAFKA_PORT + 100
+    port = KAFKA_PORT + 50  # an extra broker stays within the session port + 10 .. + 90
     data_dir = tmp_path / "broker"
     bootstrap = broker.start(port=port, controller_port=port + 1, data_dir=data_dir, quiet=True)
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from runstream.events.validation import EventValidator
-from runstream.sdk.batching import EVENT, LINE, POINT, Record, RunRef, build_events
+from runstream.sdk.batching import EVENT, LINE, POINT, Record, RunRef, build_events, split_event
 from runstream.sdk.ignore import IgnoreRules
 from runstream.sdk.lifecycle import RunStateError, RunStatus, check_open, check_transition
 from runstream.sdk.snapshot import SnapshotTooLargeError, collect_files
@@ -181,3 +181,18 @@ def test_snapshot_respects_ignore_files_and_the_cap(tmp_path: Path) -> None:
     (tmp_path / "large.txt").write_bytes(b"x" * 5000)
     with pytest.raises(SnapshotTooLargeError, match=r"over the cap.*\.runstreamignore"):
         collect_files(tmp_path, max_bytes=4000)
+
+
+def test_an_event_splits_into_halves_with_ids_that_do_not_change() -> None:
+    event: dict[str, Any] = {
+        "event_id": "0b7d7a4e-9a51-4d0e-9c55-3a3c1b7f2d10",
+        "type": "metrics.logged",
+        "payload": {"points": [{"name": "x", "value": float(i), "step": i} for i in range(5)]},
+    }
+    first, second = split_event(event) or []
+    assert [p["step"] for p in first["payload"]["points"]] == [0, 1]
+    assert [p["step"] for p in second["payload"]["points"]] == [2, 3, 4]
+    assert len({event["event_id"], first["event_id"], second["event_id"]}) == 3
+    assert [e["event_id"] for e in split_event(event) or []] == [first["event_id"], second["event_id"]]
+    assert split_event({**event, "payload": {"points": event["payload"]["points"][:1]}}) is None
+    assert split_event({**event, "type": "list.logged", "payload": {"name": "l", "values": [1, 2]}}) is None

@@ -128,3 +128,29 @@ def build_events(records: list[Record]) -> list[tuple[RunRef, dict[str, Any]]]:
     for key in list(refs):
         close(key)
     return out
+
+
+_SPLIT_NAMESPACE = uuid.UUID("5f0d3c1e-8a4b-4c1f-9a57-2b6d1e0c7a93")
+_SPLITTABLE = {"metrics.logged": "points", "logs.appended": "lines"}
+
+
+def split_event(event: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Two events holding the halves of ``event``'s points or lines, in order; None when it
+    cannot be split (another type, or one item).
+
+    The halves' ids derive from the event's id, so splitting the same event again (after
+    a crash, from the spool) gives the same ids and the server's deduplication holds.
+    """
+    key = _SPLITTABLE.get(event["type"])
+    items = event["payload"].get(key) if key else None
+    if not isinstance(items, list) or len(items) < 2 or key is None:
+        return None
+    half = len(items) // 2
+    return [
+        {
+            **event,
+            "event_id": str(uuid.uuid5(_SPLIT_NAMESPACE, f"{event['event_id']}/{index}")),
+            "payload": {**event["payload"], key: part},
+        }
+        for index, part in enumerate((items[:half], items[half:]))
+    ]

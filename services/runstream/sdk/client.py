@@ -30,11 +30,11 @@ import orjson
 
 from runstream.errors import RunstreamError
 from runstream.events.validation import EventValidator
-from runstream.sdk.batching import Record, RunRef, build_events
+from runstream.sdk.batching import Record, RunRef, build_events, split_event
 from runstream.sdk.config import ClientConfig
 from runstream.sdk.reader import Reader
 from runstream.sdk.spool import Spool
-from runstream.sdk.transport.port import Transport, TransportError, open_transport
+from runstream.sdk.transport.port import Delivery, Transport, TransportError, open_transport
 
 log = logging.getLogger("runstream.sdk")
 
@@ -206,7 +206,7 @@ class Client:
             for batch in batches:
                 events: list[dict[str, Any]] = orjson.loads(batch.body)
                 try:
-                    delivery = self.transport().deliver(batch.body, events)
+                    deliveries = self._deliver(batch.body, events)
                 except TransportError as exc:
                     if not exc.retriable:
                         log.error("runstream: batch refused, kept in the spool for inspection: %s", exc)
@@ -215,17 +215,45 @@ class Client:
                 self._spool.remove(batch.batch_id)
                 self._backoff = 0.2
                 self.last_error = None
-                for run_id, partition, offset in delivery.positions:
-                    ref = self._refs.get(run_id)
-                    if ref is not None and offset > ref.acked.get(partition, -1):
-                        ref.acked[partition] = offset
-                if delivery.rejected:
-                    log.error(
-                        "runstream: the server refused %d events: %s",
-                        len(delivery.rejected),
-                        delivery.rejected[:3],
-                    )
-                    self.rejected.extend(delivery.rejected)
+                for delivery in deliveries:
+                    self._note_delivery(delivery)
+
+    def _deliver(self, body: bytes, events: list[dict[str, Any]]) -> list[Delivery]:
+        """Deliver a batch; one the server finds too large goes in halves, in order.
+
+        A single event too large goes as two events with half its points or lines each
+        (``split_event``); one that cannot be split can never be delivered: it is refused
+        (logged, in ``rejected``) so that the events after it are not held up. A half
+        delivered before a later failure is sent again with its batch; event ids make
+        that harmless.
+        """
+        try:
+            return [self.transport().deliver(body, events)]
+        except TransportError as exc:
+            if not exc.too_large:
+                raise
+            if len(events) == 1:
+                parts = split_event(events[0])
+                if parts is None:
+                    refused = {"event_id": events[0]["event_id"], "message": str(exc)}
+                    return [Delivery(rejected=[refused])]
+                events = parts
+        half = len(events) // 2
+        first, rest = events[:half], events[half:]
+        return self._deliver(orjson.dumps(first), first) + self._deliver(orjson.dumps(rest), rest)
+
+    def _note_delivery(self, delivery: Delivery) -> None:
+        for run_id, partition, offset in delivery.positions:
+            ref = self._refs.get(run_id)
+            if ref is not None and offset > ref.acked.get(partition, -1):
+                ref.acked[partition] = offset
+        if delivery.rejected:
+            log.error(
+                "runstream: the server refused %d events: %s",
+                len(delivery.rejected),
+                delivery.rejected[:3],
+            )
+            self.rejected.extend(delivery.rejected)
 
     def _note_failure(self, message: str) -> None:
         if message != self.last_error:

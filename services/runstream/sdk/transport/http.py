@@ -46,6 +46,7 @@ class HttpTransport(Transport):
             raise TransportError(
                 f"ingest at {self.base_url} refused the batch ({response.status_code}): {detail}",
                 retriable=False,
+                too_large=response.status_code == 413,
             )
         raise TransportError(f"ingest at {self.base_url} answered {response.status_code}: {detail}")
 

@@ -10,11 +10,13 @@ from runstream.errors import RunstreamError
 
 
 class TransportError(RunstreamError):
-    """The batch was not delivered. ``retriable``: sending it again later may succeed."""
+    """The batch was not delivered. ``retriable``: sending it again later may succeed;
+    ``too_large``: the server takes no batch this big (smaller ones may pass)."""
 
-    def __init__(self, message: str, *, retriable: bool = True) -> None:
+    def __init__(self, message: str, *, retriable: bool = True, too_large: bool = False) -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.too_large = too_large
 
 
 @dataclass
