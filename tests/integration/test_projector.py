@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 
-from runstream.eventlog.port import EventLog, LogRecord
+from runstream.eventlog.port import EventLog, LogRecord, TopicPartition
 from runstream.events.codec import encode_event
 from runstream.server.app import Service
 from runstream.settings import Settings
@@ -88,6 +90,34 @@ async def test_projector_resumes_where_it_left_off_without_duplicates(settings: 
             {"r": run_id},
         )
         assert rows == [(9, 9)]
+
+
+async def test_records_deleted_by_retention_before_projection_are_reported_not_skipped_silently(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_id = unique("run")
+    batch = [event("metrics.logged", run_id, points("m", [i], start_step=i), seq=i) for i in range(15)]
+    async with (
+        running_server(settings) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers=server.headers) as http,
+    ):
+        await http.post("/api/v1/events", content=orjson.dumps(batch[:5]))
+        await eventually(lambda: _count(server.app.state.runtime, run_id, 5))
+    async with (
+        running_server(settings, frozenset({Service.INGEST})) as server,
+        httpx.AsyncClient(base_url=server.base_url, headers=server.headers) as http,
+    ):
+        accepted = (await http.post("/api/v1/events", content=orjson.dumps(batch[5:]))).json()["accepted"]
+        partition, first = accepted[0]["partition"], accepted[0]["offset"]
+        log = server.app.state.runtime.log
+        await log.delete_records_before(settings.events_topic, {partition: first + 7})  # retention
+    with caplog.at_level(logging.ERROR, logger="runstream.projector"):
+        async with running_server(settings) as server:
+            runtime = server.app.state.runtime
+            await eventually(lambda: _count(runtime, run_id, 8))
+            tp = TopicPartition(settings.events_topic, partition)
+            assert runtime.projector.skipped == {tp: 7}
+    assert f"offsets {first}..{first + 6} (7 records) were deleted by the log's retention" in caplog.text
 
 
 async def _count(runtime: Any, run_id: str, expected: int) -> bool:

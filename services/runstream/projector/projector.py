@@ -112,6 +112,8 @@ class Projector:
         self.linger = linger
         self.state = ProjectorState.NEW
         self._applied: dict[TopicPartition, int] = {}
+        self.skipped: dict[TopicPartition, int] = {}
+        """Records the log deleted (retention) before they were projected, per partition."""
         self._stop = asyncio.Event()
         self.on_batch: Callable[[Sequence[LogRecord]], Awaitable[None]] | None = None
         self.positions_changed = asyncio.Condition()
@@ -239,6 +241,7 @@ class Projector:
         rows = ProjectionRows()
         dead: list[tuple[bytes, bytes]] = []
         fresh = [r for r in records if r.offset >= self._applied.get(r.topic_partition, 0)]
+        self._note_skipped(fresh)
         for record in fresh:
             self.first_offsets.setdefault(record.topic_partition, record.offset)
             try:
@@ -268,6 +271,25 @@ class Projector:
             self._applied[tp] = max(self._applied.get(tp, 0), off)
         self.steps.commit(highest)
         return fresh
+
+    def _note_skipped(self, records: Sequence[LogRecord]) -> None:
+        """Say so, loudly, when the log deleted records before they were projected: the
+        events topic is neither compacted nor transactional, so a jump in offsets past
+        the next one to apply is records lost to retention, never a silent gap."""
+        expected = dict(self._applied)
+        for record in records:
+            tp = record.topic_partition
+            want = expected.get(tp)
+            if want is not None and record.offset > want:
+                lost = record.offset - want
+                self.skipped[tp] = self.skipped.get(tp, 0) + lost
+                log.error(
+                    "projector: %s/%d offsets %d..%d (%d records) were deleted by the log's retention "
+                    "before they were projected; raise the events topic's retention above the "
+                    "projector's longest outage",
+                    tp.topic, tp.partition, want, record.offset - 1, lost,
+                )  # fmt: skip
+            expected[tp] = record.offset + 1
 
     async def _stored_steps(self, rows: ProjectionRows) -> dict[SeriesKey, int]:
         """Highest stored step of the batch's series the step tracker does not remember."""
