@@ -5,7 +5,8 @@ RunstreamError
 ├── EventValidationError     an event broke a schema rule (names the field and the rule)
 ├── AuthError                no token, or a token that is not valid here
 ├── EventLogError            the event log failed (retriable: a broker or disk hiccup)
-│   └── EventLogClosedError  used after close (not retriable)
+│   ├── EventLogClosedError  used after close (not retriable)
+│   └── AppendUnconfirmedError  eventlog/port.py: an append gave up waiting; its records may still land
 ├── StoreError               the projection store failed (retriable)
 │
 │   defined beside the code that raises them:

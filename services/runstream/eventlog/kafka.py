@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 
 from runstream.errors import EventLogClosedError, EventLogError
 from runstream.eventlog.port import (
+    AppendUnconfirmedError,
     EventLog,
     LogConsumer,
     LogPosition,
@@ -127,20 +128,23 @@ class KafkaEventLog(EventLog):
         if not records:
             return []
 
-        async def send_all() -> list[LogPosition]:
-            futures = [await producer.send(topic, value, key=key) for key, value in records]
-            metadata = await asyncio.gather(*futures)
-            return [LogPosition(topic, m.partition, m.offset) for m in metadata]
-
+        # The producer keeps a record it was handed until the broker stores it or it gives up,
+        # even when this call stops waiting: each record's position is a task that outlives it.
+        pending: list[asyncio.Future[LogPosition]] = []
         try:
-            return await asyncio.wait_for(send_all(), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):
+                for key, value in records:
+                    sent = await producer.send(topic, value, key=key)
+                    pending.append(_position_of(topic, sent))
+                return list(await asyncio.gather(*(asyncio.shield(p) for p in pending)))
         except TimeoutError as exc:
-            raise EventLogError(
+            raise AppendUnconfirmedError(
                 f"Kafka at {self.bootstrap_servers} did not acknowledge {len(records)} records "
-                f"to {topic} within {self.send_timeout} s"
+                f"to {topic} within {self.send_timeout} s",
+                pending,
             ) from exc
         except KafkaError as exc:
-            raise EventLogError(f"cannot append to {topic}: {exc}") from exc
+            raise AppendUnconfirmedError(f"cannot append to {topic}: {exc}", pending) from exc
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return await self._watermarks(topic, "end")
@@ -150,6 +154,8 @@ class KafkaEventLog(EventLog):
 
     async def _watermarks(self, topic: str, which: str) -> dict[int, int]:
         partitions = await self.partitions(topic)
+        if partitions == 0:
+            return {}  # no such topic (yet): nothing on it
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
         try:
             await consumer.start()
@@ -183,6 +189,24 @@ class KafkaEventLog(EventLog):
         start_at: StartAt = "beginning",
     ) -> LogConsumer:
         return KafkaLogConsumer(self, list(topics), group=group, start_at=start_at)
+
+
+def _position_of(topic: str, sent: asyncio.Future[Any]) -> asyncio.Future[LogPosition]:
+    """A task ending with the position of the record behind the producer's future ``sent``."""
+
+    async def position() -> LogPosition:
+        metadata = await sent
+        return LogPosition(topic, metadata.partition, metadata.offset)
+
+    task = asyncio.ensure_future(position())
+    task.add_done_callback(_retrieve)
+    return task
+
+
+def _retrieve(task: asyncio.Future[LogPosition]) -> None:
+    """Mark a position task's error as seen: nobody may wait for it any more."""
+    if not task.cancelled():
+        task.exception()
 
 
 class KafkaLogConsumer(LogConsumer):

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from runstream.errors import EventLogError
+
 StartAt = Literal["beginning", "end"]
 
 
@@ -47,6 +49,20 @@ class LogPosition:
     topic: str
     partition: int
     offset: int
+
+
+class AppendUnconfirmedError(EventLogError):
+    """An append gave up waiting, but some of its records may still be written.
+
+    ``pending`` holds, for each record handed to the log before it gave up (in
+    order), a task that ends with the record's position once the log stored it, or
+    with an error if it never will. Whoever sends the records again waits for these
+    first, so that they are not written twice.
+    """
+
+    def __init__(self, message: str, pending: Sequence[asyncio.Future[LogPosition]]) -> None:
+        super().__init__(message)
+        self.pending = list(pending)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ events (nothing of the request was acknowledged; the client retries, and event
 ids make the retry harmless). Each rejection names the event's index, its
 ``event_id`` when it has one, the field, the rule it broke and what was received.
 Events this process appended lately (a request sent again after its answer was
-lost) get the positions they already have and are not appended twice
-(``ingest.recent``).
+lost, or after an append that gave up waiting) get the positions they already
+have and are not appended twice (``ingest.recent``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -23,13 +24,15 @@ from starlette.routing import Route
 from runstream.auth.grants import Principal
 from runstream.auth.middleware import principal_of
 from runstream.errors import EventLogError, EventValidationError
-from runstream.eventlog.port import EventLog
+from runstream.eventlog.port import AppendUnconfirmedError, EventLog
 from runstream.events.codec import encode_event
 from runstream.events.validation import EventValidator, check_size
 from runstream.http import BodyTooLargeError, JSONResponse, error_response, read_capped_body
 from runstream.ingest.recent import RecentEvents
 
 MAX_EVENTS_PER_REQUEST = 10_000
+UNCONFIRMED_WAIT = 10.0
+"""Seconds a request waits for an earlier, unconfirmed append of its events before answering 503."""
 
 
 class IngestService:
@@ -77,9 +80,16 @@ class IngestService:
                 f"a request holds at most {MAX_EVENTS_PER_REQUEST} events; got {len(data)}",
             )
         accepted, rejected = self.validate_all(data, principal_of(request.scope))
+        if not await self._earlier_appends_settled(accepted):
+            detail = "an earlier append of these events is not confirmed yet; send them again later"
+            return error_response(503, "event log unavailable", detail, retriable=True, rejected=rejected)
         fresh, known = self._not_appended_yet(accepted)
         try:
             positions = await self.log.append(self.events_topic, [(key, value) for _, _, key, value in fresh])
+        except AppendUnconfirmedError as exc:
+            for (_, event_id, _, value), pending in zip(fresh, exc.pending, strict=False):
+                self.recent.hold(event_id, value, pending)
+            return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
         except EventLogError as exc:
             return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
         for (_, event_id, _, value), p in zip(fresh, positions, strict=True):
@@ -94,6 +104,13 @@ class IngestService:
         }
         status = 200 if not rejected else (207 if accepted else 422)
         return JSONResponse(result, status_code=status)
+
+    async def _earlier_appends_settled(self, accepted: list[tuple[int, str, bytes, bytes]]) -> bool:
+        """Wait (a while) for the fate of earlier appends of these events that gave up waiting."""
+        waiting = [p for _, e, _, v in accepted if (p := self.recent.pending(e, v)) is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=UNCONFIRMED_WAIT)
+        return all(p.done() for p in waiting)
 
     def _not_appended_yet(
         self, accepted: list[tuple[int, str, bytes, bytes]]
