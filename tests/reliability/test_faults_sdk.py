@@ -29,7 +29,7 @@ import pytest
 
 import runstream
 from runstream.eventlog.kafka import KafkaEventLog
-from runstream.eventlog.port import LogRecord
+from runstream.eventlog.port import AppendUnconfirmedError, LogRecord
 from runstream.sdk.client import Client, set_client
 from runstream.sdk.transport.kafka import KafkaTransport
 from runstream.sdk.transport.port import Delivery, TransportError
@@ -196,10 +196,59 @@ def test_kafka_transport_does_not_write_a_batch_twice_when_its_answer_was_lost(
             transport.deliver(b"", batch)  # no answer: for all the SDK knows, the batch was written
         up_broker.start()
         retry_until_delivered(transport, batch)
-        on_log = asyncio.run(event_ids_on(up_broker.bootstrap, topic))
+        on_log = list(asyncio.run(event_ids_at(up_broker.bootstrap, topic)).values())
         assert sorted(on_log) == sorted(e["event_id"] for e in [created, *batch])  # each once
     finally:
         transport.close()
+
+
+async def test_an_append_that_gave_up_still_says_where_its_records_landed(up_broker: OwnBroker) -> None:
+    """The broker dies under an append, which gives up waiting (``AppendUnconfirmedError``); once it
+    is back, each pending task says where its record landed (it is there) or that it never will
+    (it is not there). This is what lets ingest answer a retry without writing the events twice."""
+    topic, run_id = f"{unique('rs')}.events", unique("gave-up")
+    await create_topic(up_broker.bootstrap, topic)
+    log = KafkaEventLog(up_broker.bootstrap, send_timeout=3.0)
+    await log.start()
+    batch = [event("metrics.logged", run_id, points("x", [float(i)], start_step=i), seq=i) for i in range(5)]
+    try:
+        await log.append(topic, [(run_id.encode(), orjson.dumps(event("run.created", run_id)))])
+        await asyncio.to_thread(up_broker.kill)
+        with pytest.raises(AppendUnconfirmedError) as raised:
+            await log.append(topic, [(run_id.encode(), orjson.dumps(e)) for e in batch])
+        pending = raised.value.pending
+        assert pending and not any(p.done() for p in pending)
+        await asyncio.to_thread(up_broker.start)
+        await asyncio.wait(pending, timeout=120)
+        assert all(p.done() for p in pending)
+    finally:
+        await log.close()
+    on_log = await event_ids_at(up_broker.bootstrap, topic)
+    for sent, position in zip(batch, pending, strict=False):
+        if position.exception() is None:
+            assert on_log[(position.result().partition, position.result().offset)] == sent["event_id"]
+        else:
+            assert sent["event_id"] not in on_log.values()
+    landed = sum(p.exception() is None for p in pending)
+    print(f"\nunconfirmed append: {landed} of {len(pending)} records landed after the append gave up")
+
+
+async def event_ids_at(bootstrap: str, topic: str) -> dict[tuple[int, int], str]:
+    log = KafkaEventLog(bootstrap)
+    await log.start()
+    try:
+        total = sum((await log.end_offsets(topic)).values())
+        consumer = log.consumer([topic])
+        await consumer.start()
+        records: list[LogRecord] = []
+        try:
+            while len(records) < total:
+                records += await consumer.fetch(1000, timeout=1.0)
+        finally:
+            await consumer.close()
+    finally:
+        await log.close()
+    return {(r.partition, r.offset): orjson.loads(r.value)["event_id"] for r in records}
 
 
 async def create_topic(bootstrap: str, topic: str) -> None:
@@ -220,24 +269,6 @@ def retry_until_delivered(transport: KafkaTransport, events: list[dict[str, Any]
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-
-
-async def event_ids_on(bootstrap: str, topic: str) -> list[str]:
-    log = KafkaEventLog(bootstrap)
-    await log.start()
-    try:
-        total = sum((await log.end_offsets(topic)).values())
-        consumer = log.consumer([topic])
-        await consumer.start()
-        records: list[LogRecord] = []
-        try:
-            while len(records) < total:
-                records += await consumer.fetch(1000, timeout=1.0)
-        finally:
-            await consumer.close()
-    finally:
-        await log.close()
-    return [orjson.loads(r.value)["event_id"] for r in records]
 
 
 # -- F2: destination down for 60 s: spooled, loop not blocked, lands once -----------------------------
