@@ -195,10 +195,20 @@ async def test_each_refused_event_is_named_and_leaves_nothing_while_the_good_one
         metrics = await eventually(stored, timeout=60)
         assert [p["value"] for p in metrics["good"]] == [s / 4 for s in range(len(INGEST_REFUSED))]
         assert "bad" not in metrics
-        rows = await server.app.state.runtime.store.query(
-            "SELECT count() FROM raw_events WHERE run_id = {run:String}", {"run": run_id}
-        )
-        assert rows[0][0] == len(INGEST_REFUSED)
+
+        async def raw_count() -> int:
+            rows = await server.app.state.runtime.store.query(
+                "SELECT count() FROM raw_events WHERE run_id = {run:String}", {"run": run_id}
+            )
+            return int(rows[0][0])
+
+        # Each table is written by an insert of its own: wait for raw_events too, then hold it.
+        async def all_raw() -> bool:
+            return await raw_count() == len(INGEST_REFUSED)
+
+        await eventually(all_raw, timeout=30)
+        await asyncio.sleep(0.5)
+        assert await raw_count() == len(INGEST_REFUSED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,14 +383,26 @@ def offline_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]
     ("call", "rule", "received"), [c[1:] for c in SDK_REFUSED], ids=[c[0] for c in SDK_REFUSED]
 )
 def test_the_sdk_refuses_bad_calls_naming_the_rule_and_the_value(
-    offline_client: Client, call: Callable[[Run], object], rule: str, received: str
+    offline_client: Client,
+    call: Callable[[Run], object],
+    rule: str,
+    received: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run = runstream.start_run("bad-input", capture_output=False, snapshot=False)
-    buffered = len(offline_client._buffer)
+    buffered: list[Any] = []  # every record the call hands the client (its sender drains the buffer)
+    add = offline_client.add
+
+    def recording_add(record: Any) -> None:
+        buffered.append(record)
+        add(record)
+
+    monkeypatch.setattr(offline_client, "add", recording_add)
     with pytest.raises(runstream.LoggingError) as refused:
         call(run)
+    monkeypatch.undo()
     assert rule in str(refused.value) and received in str(refused.value), str(refused.value)
-    assert len(offline_client._buffer) == buffered, "a refused call buffered something"
+    assert buffered == [], "a refused call buffered something"
     run.complete()
     with pytest.raises(runstream.RunStateError, match="completed"):
         run.log("loss", 1.0)
