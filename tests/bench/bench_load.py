@@ -566,6 +566,7 @@ def main() -> None:
                     finally:
                         topology.stop()
             adapter_figures, adapter_summaries = figures_of(results, args, prefix)
+            print_headlines(adapter_figures, adapter_summaries)  # now: the next topology takes minutes
             figures += adapter_figures
             summaries += adapter_summaries
     extra = {
@@ -580,7 +581,6 @@ def main() -> None:
         "loads": summaries,
         "wall_s": round(time.monotonic() - began, 1),
     }  # fmt: skip
-    print_headlines(figures, summaries)
     report.emit("load", figures, extra)
 
 
