@@ -316,10 +316,12 @@ def print_headlines(figures: list[dict[str, Any]], summaries: list[dict[str, Any
         fast, slow = s["fast_streams"], s["slow_streams"]
         print(
             f"{a}: fast subscribers: {fast.get('events', 0):,} events, missing {fast.get('missing', 0)}, "
-            f"duplicates {s['fast_duplicates']}, incidents {s['fast_incidents'] or 'none'}"
+            f"duplicates {s['fast_duplicates']} (same seq again {fast.get('same_seq_again', 0)}), "
+            f"incidents {s['fast_incidents'] or 'none'}"
         )
         print(
             f"{a}: slow subscribers: {slow.get('events', 0):,} events, missing {slow.get('missing', 0)}, "
+            f"same seq again {slow.get('same_seq_again', 0)}, "
             f"incidents {s['slow_incidents'] or 'none'}"
         )
         flat = ", ".join(f"{name} {f.get('ratio')}" for name, f in s["memory_flatness"].items())

@@ -137,6 +137,9 @@ class Received:
     seqs: dict[tuple[int, str], list[int]] = field(default_factory=dict)
     """Per (subscriber, subscription): [events received, first seq, last seq]. One SDK client
     numbers a run's events one by one, with no hole, so a gap shows as fewer events than seqs."""
+    distinct: dict[tuple[int, str], set[int]] = field(default_factory=dict)
+    """Per (subscriber, subscription): the seqs received; an event on the log twice (at two
+    offsets, so not a cursor duplicate) shows as more events than distinct seqs."""
     started: int = 0
     """Subscriptions whose first event was their run's ``run.created``: they saw it all."""
     ended: int = 0
@@ -151,7 +154,12 @@ class Received:
         """Events received, events missing between the first and last seq, whole runs seen."""
         return {
             "events": sum(count for count, _, _ in self.seqs.values()),
-            "missing": sum(last - first + 1 - count for count, first, last in self.seqs.values()),
+            "missing": sum(
+                last - first + 1 - len(self.distinct[key]) for key, (_, first, last) in self.seqs.items()
+            ),
+            "same_seq_again": sum(
+                count - len(self.distinct[key]) for key, (count, _, _) in self.seqs.items()
+            ),
             "from_run_created": self.started,
             "subscriptions_with_events": len(self.seqs),
             "saw_run_completed": self.ended,
@@ -283,6 +291,7 @@ class LoadSubscriber(asyncio.Protocol):
                 received.started += event["type"] == "run.created"
             seen[0] += 1
             seen[2] = max(seen[2], event["seq"])
+            received.distinct.setdefault((self.index, sub), set()).add(event["seq"])
             if event["type"] == "run.completed":
                 received.ended += 1
             if event["type"] == "metrics.logged":
