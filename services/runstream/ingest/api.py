@@ -24,7 +24,7 @@ from starlette.routing import Route
 from runstream.auth.grants import Principal
 from runstream.auth.middleware import principal_of
 from runstream.errors import EventLogError, EventValidationError
-from runstream.eventlog.port import AppendUnconfirmedError, EventLog
+from runstream.eventlog.port import AppendUnconfirmedError, EventLog, LogPosition
 from runstream.events.codec import encode_event
 from runstream.events.validation import EventValidator, check_size
 from runstream.http import BodyTooLargeError, JSONResponse, error_response, read_capped_body
@@ -84,15 +84,28 @@ class IngestService:
             detail = "an earlier append of these events is not confirmed yet; send them again later"
             return error_response(503, "event log unavailable", detail, retriable=True, rejected=rejected)
         fresh, known = self._not_appended_yet(accepted)
+        # In flight until the log answers: a retry arriving meanwhile (its client gave up
+        # waiting for this answer) waits for this append instead of appending again.
+        loop = asyncio.get_running_loop()
+        in_flight: list[asyncio.Future[LogPosition]] = [loop.create_future() for _ in fresh]
+        for (_, event_id, _, value), future in zip(fresh, in_flight, strict=True):
+            self.recent.hold(event_id, value, future)
         try:
             positions = await self.log.append(self.events_topic, [(key, value) for _, _, key, value in fresh])
         except AppendUnconfirmedError as exc:
-            for (_, event_id, _, value), pending in zip(fresh, exc.pending, strict=False):
+            for (_, event_id, _, value), pending, future in zip(fresh, exc.pending, in_flight, strict=False):
                 self.recent.hold(event_id, value, pending)
+                _settle_with(future, pending)
+            _forget(in_flight[len(exc.pending) :])  # never handed to the log
             return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
         except EventLogError as exc:
+            _forget(in_flight)
             return error_response(503, "event log unavailable", str(exc), retriable=True, rejected=rejected)
-        for (_, event_id, _, value), p in zip(fresh, positions, strict=True):
+        except BaseException:
+            _forget(in_flight)
+            raise
+        for (_, event_id, _, value), p, future in zip(fresh, positions, in_flight, strict=True):
+            future.set_result(p)
             self.recent.add(event_id, value, p.partition, p.offset)
             known[event_id] = (p.partition, p.offset)
         result = {
@@ -167,3 +180,23 @@ def check_scope(principal: Principal, workspace: str) -> None:
             f"workspace: this token writes to workspace {principal.workspace!r} only; got {workspace[:80]!r}",
             workspace,
         )
+
+
+def _settle_with(future: asyncio.Future[LogPosition], pending: asyncio.Future[LogPosition]) -> None:
+    """End ``future`` as ``pending`` ends (the fate of an append that gave up waiting)."""
+
+    def copy(done: asyncio.Future[LogPosition]) -> None:
+        if future.done():
+            return
+        if done.cancelled() or done.exception() is not None:
+            future.cancel()
+        else:
+            future.set_result(done.result())
+
+    pending.add_done_callback(copy)
+
+
+def _forget(in_flight: list[asyncio.Future[LogPosition]]) -> None:
+    """These events were not appended: a retry appends them."""
+    for future in in_flight:
+        future.cancel()
