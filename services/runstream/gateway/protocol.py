@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import orjson
 
 from runstream.errors import RunstreamError
+from runstream.types import DEFAULT_WORKSPACE, WORKSPACE_NAME
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -23,7 +24,6 @@ MAX_SUBSCRIPTIONS = 256
 """Subscriptions one socket may hold at once."""
 MAX_RATE = 1000.0
 """Highest ``max_rate`` a subscription may ask for (updates per second)."""
-DEFAULT_WORKSPACE = "default"
 
 RunCursor: TypeAlias = int
 """A run's cursor: the offset, in the run's partition, of the last event received (-1: none)."""
@@ -124,7 +124,6 @@ Request: TypeAlias = Subscribe | Unsubscribe | Ping | Pong
 _SUB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _EXPERIMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./-]{0,255}\Z")
-_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _TARGET_PATTERN = {Kind.RUN: _NAME, Kind.EXPERIMENT: _EXPERIMENT, Kind.COMPUTE: _NAME}
 _SUBSCRIBE_FIELDS = frozenset(
     {"op", "sub", "run_id", "experiment", "compute", "workspace", "cursor", "snapshot", "max_rate", "types"}
@@ -183,7 +182,7 @@ def _parse_subscribe(message: dict[str, Any]) -> Subscribe:
     if not isinstance(target, str) or not _TARGET_PATTERN[kind].match(target):
         raise LiveRequestError(f"{field}: must be a {field.replace('_', ' ')}; got {target!r}", sub=sub)
     workspace = message.get("workspace", DEFAULT_WORKSPACE)
-    if not isinstance(workspace, str) or not _WORKSPACE.match(workspace):
+    if not isinstance(workspace, str) or not WORKSPACE_NAME.fullmatch(workspace):
         raise LiveRequestError(f"workspace: must be a workspace name; got {workspace!r}", sub=sub)
     cursor = parse_cursor(kind, message.get("cursor"), sub)
     snapshot = message.get("snapshot", True)

@@ -6,9 +6,8 @@ import re
 from collections.abc import Mapping
 
 from runstream.errors import RunstreamError
+from runstream.types import DEFAULT_WORKSPACE, WORKSPACE_NAME
 
-DEFAULT_WORKSPACE = "default"
-_WORKSPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _METRIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./ -]{0,255}\Z")
 _TRUE = {"1", "true", "yes"}
@@ -30,7 +29,7 @@ class NotFoundError(RunstreamError):
 
 def workspace(params: Mapping[str, str]) -> str:
     value = params.get("workspace", DEFAULT_WORKSPACE)
-    if not _WORKSPACE.match(value):
+    if not WORKSPACE_NAME.fullmatch(value):
         raise BadParameterError("workspace", f"not a workspace name: {value[:80]!r}")
     return value
 

@@ -34,6 +34,7 @@ from runstream.sdk.values import (
     to_float,
     wire,
 )
+from runstream.types import DEFAULT_WORKSPACE
 
 EXPERIMENT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _./-]{0,255}\Z")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -324,7 +325,7 @@ class Run:
     def get_portal_url(self) -> str:
         """Where the run's page is in the studio."""
         page = f"{self._client.config.api}/runs/{self.run_id}"
-        return page if self.workspace == "default" else f"{page}?workspace={self.workspace}"
+        return page if self.workspace == DEFAULT_WORKSPACE else f"{page}?workspace={self.workspace}"
 
     def wait_for_completion(self, show_output: bool = False, timeout: float | None = None) -> str:
         """Block until the run ends (pushed over the websocket, not polled); returns its status.
